@@ -1,0 +1,261 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+)
+
+// Access token constants from the public API contract.
+const (
+	AccessIssuer   = "blueprint-gateway"
+	AccessAudience = "blueprint-api"
+	AccessTTL      = 15 * time.Minute
+	accessType     = "at+jwt"
+)
+
+// Internal token constants: short-lived, bound to caller and callee.
+const (
+	ServiceTokenTTL = 60 * time.Second
+	serviceType     = "svc+jwt"
+)
+
+// clockSkew is how far apart two machines' clocks may be.
+const clockSkew = 30 * time.Second
+
+// ErrInvalidToken is the cause of every rejected token. Callers see one
+// answer (401) whatever was wrong, and the reason goes to the error chain.
+var ErrInvalidToken = errors.New("invalid token")
+
+func unauthorized(reason string, err error) error {
+	return apperr.Wrap(apperr.Unauthorized, "unauthorized", "the bearer token is missing or invalid",
+		fmt.Errorf("%w: %s: %w", ErrInvalidToken, reason, errOrNil(err)))
+}
+
+func errOrNil(err error) error {
+	if err == nil {
+		return errors.New("rejected")
+	}
+	return err
+}
+
+// sign makes a compact JWS of claims with the EdDSA key and the given typ.
+func sign(key PrivateKey, typ string, claims jwt.Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = key.ID
+	t.Header["typ"] = typ
+	s, err := t.SignedString(key.Key)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
+}
+
+// verify parses and checks a token: algorithm pinned to EdDSA, typ, kid
+// known, signature, exp required, iss and aud, at most clockSkew of skew.
+// keyFor picks the verification key from the kid and the claimed issuer.
+func verify(token, typ, issuer, audience string, now func() time.Time,
+	keyFor func(kid, iss string) (PublicKey, bool)) (*jwt.RegisteredClaims, error) {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(clockSkew),
+		jwt.WithTimeFunc(now),
+	}
+	if issuer != "" {
+		opts = append(opts, jwt.WithIssuer(issuer))
+	}
+	claims := &jwt.RegisteredClaims{}
+	_, err := jwt.NewParser(opts...).ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if t.Header["typ"] != typ {
+			return nil, fmt.Errorf("typ is %v, want %s", t.Header["typ"], typ)
+		}
+		kid, _ := t.Header["kid"].(string)
+		key, ok := keyFor(kid, claims.Issuer)
+		if !ok {
+			return nil, fmt.Errorf("unknown kid %q for issuer %q", kid, claims.Issuer)
+		}
+		return key.Key, nil
+	})
+	if err != nil {
+		return nil, unauthorized("verify", err)
+	}
+	if claims.Subject == "" {
+		return nil, unauthorized("no subject", nil)
+	}
+	return claims, nil
+}
+
+// keyIndex maps key ids to keys.
+func keyIndex(sets ...[]PublicKey) map[string]PublicKey {
+	idx := map[string]PublicKey{}
+	for _, set := range sets {
+		for _, k := range set {
+			idx[k.ID] = k
+		}
+	}
+	return idx
+}
+
+// AccessTokens issues and verifies the public access tokens. Only the
+// gateway holds one.
+type AccessTokens struct {
+	signing PrivateKey
+	keys    map[string]PublicKey
+	jwks    JWKSet
+	now     func() time.Time
+}
+
+// NewAccessTokens signs with signing and accepts any key in verify (the
+// signing key and, during a rotation, the previous one).
+func NewAccessTokens(signing PrivateKey, verify []PublicKey, now func() time.Time) *AccessTokens {
+	return &AccessTokens{signing: signing, keys: keyIndex(verify), jwks: NewJWKSet(verify), now: now}
+}
+
+// Issue returns an access token for the user and its lifetime in seconds.
+func (a *AccessTokens) Issue(userID string) (string, int, error) {
+	now := a.now()
+	token, err := sign(a.signing, accessType, jwt.RegisteredClaims{
+		Issuer:    AccessIssuer,
+		Subject:   userID,
+		Audience:  jwt.ClaimStrings{AccessAudience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(AccessTTL)),
+		ID:        uuid.NewString(),
+	})
+	return token, int(AccessTTL / time.Second), err
+}
+
+// Verify returns the user id of a valid access token, or an Unauthorized error.
+func (a *AccessTokens) Verify(token string) (string, error) {
+	claims, err := verify(token, accessType, AccessIssuer, AccessAudience, a.now,
+		func(kid, _ string) (PublicKey, bool) { k, ok := a.keys[kid]; return k, ok })
+	if err != nil {
+		return "", err
+	}
+	return claims.Subject, nil
+}
+
+// JWKS returns the public keys of access tokens.
+func (a *AccessTokens) JWKS() JWKSet { return a.jwks }
+
+// Caller is the verified identity behind an internal request.
+type Caller struct {
+	// Service is the calling service (the token's iss).
+	Service string
+	// Subject is the end user the service acts for, or the service itself.
+	Subject string
+}
+
+// ServiceVerifier accepts internal tokens addressed to one service from the
+// services in its trust list.
+type ServiceVerifier struct {
+	self    string
+	trusted map[string]map[string]PublicKey // issuer → kid → key
+	now     func() time.Time
+}
+
+// NewServiceVerifier returns a verifier for the service self that trusts
+// tokens from the named callers, whose keys it finds in the bundle.
+func NewServiceVerifier(self string, callers []string, bundle Bundle, now func() time.Time) (*ServiceVerifier, error) {
+	v := &ServiceVerifier{self: self, trusted: map[string]map[string]PublicKey{}, now: now}
+	for _, c := range callers {
+		set, ok := bundle.Services[c]
+		if !ok {
+			return nil, fmt.Errorf("trust bundle has no keys for %s, which %s trusts", c, self)
+		}
+		keys, err := set.PublicKeys()
+		if err != nil {
+			return nil, fmt.Errorf("trust bundle, %s: %w", c, err)
+		}
+		v.trusted[c] = keyIndex(keys)
+	}
+	return v, nil
+}
+
+// Verify checks an internal token and returns who is calling.
+func (v *ServiceVerifier) Verify(token string) (Caller, error) {
+	claims, err := verify(token, serviceType, "", v.self, v.now, func(kid, iss string) (PublicKey, bool) {
+		k, ok := v.trusted[iss][kid]
+		return k, ok
+	})
+	if err != nil {
+		return Caller{}, err
+	}
+	// A leaked internal token must be useless within a minute: refuse any
+	// that claims a longer life, whoever signed it.
+	if claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > ServiceTokenTTL {
+		return Caller{}, unauthorized("lifetime over 60s", nil)
+	}
+	return Caller{Service: claims.Issuer, Subject: claims.Subject}, nil
+}
+
+// Minter makes the internal tokens one service sends. A token is reused for
+// the same (audience, subject) until half its life has passed: the hot path
+// signs at most once per 30 s per user instead of on every call.
+type Minter struct {
+	service string
+	key     PrivateKey
+	now     func() time.Time
+
+	mu    sync.Mutex
+	cache map[[2]string]cachedToken
+}
+
+type cachedToken struct {
+	token   string
+	renewAt time.Time
+}
+
+// maxCachedTokens bounds the cache; expired entries are swept beyond it.
+const maxCachedTokens = 10000
+
+// NewMinter returns a Minter for the service holding key.
+func NewMinter(service string, key PrivateKey, now func() time.Time) *Minter {
+	return &Minter{service: service, key: key, now: now, cache: map[[2]string]cachedToken{}}
+}
+
+// Token returns a token for a call to audience on behalf of subject (a user
+// id, or "" when the service acts for itself).
+func (m *Minter) Token(audience, subject string) (string, error) {
+	if subject == "" {
+		subject = m.service
+	}
+	k := [2]string{audience, subject}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.cache[k]; ok && now.Before(c.renewAt) {
+		return c.token, nil
+	}
+	token, err := sign(m.key, serviceType, jwt.RegisteredClaims{
+		Issuer:    m.service,
+		Subject:   subject,
+		Audience:  jwt.ClaimStrings{audience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ServiceTokenTTL)),
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(m.cache) >= maxCachedTokens {
+		for ck, c := range m.cache {
+			if !now.Before(c.renewAt) {
+				delete(m.cache, ck)
+			}
+		}
+		if len(m.cache) >= maxCachedTokens {
+			clear(m.cache)
+		}
+	}
+	m.cache[k] = cachedToken{token: token, renewAt: now.Add(ServiceTokenTTL / 2)}
+	return token, nil
+}

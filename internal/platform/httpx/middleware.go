@@ -1,0 +1,130 @@
+package httpx
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+)
+
+// HeaderRequestID carries the request id, from the client to the gateway and
+// from each service to the services it calls.
+const HeaderRequestID = "X-Request-Id"
+
+var saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// Handle adapts a handler that returns its failure into an http.Handler that
+// writes the failure as problem+json. Handlers then read top to bottom and
+// end in `return err`.
+func Handle(logger *slog.Logger, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			WriteError(w, r, logger, err)
+		}
+	})
+}
+
+// Instrument wraps a service's router in the middleware every Blueprint
+// listener shares, outermost first: request id, OpenTelemetry server span
+// and RED metrics (which also honour an incoming traceparent), then access
+// log and panic recovery. The router must come directly inside so that the
+// route pattern it sets on the request is seen by the span and the log.
+func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) http.Handler {
+	h = withAccessLog(h, logger)
+	h = otelhttp.NewHandler(h, "http.server",
+		otelhttp.WithTracerProvider(tel.Tracer),
+		otelhttp.WithMeterProvider(tel.Meter),
+		otelhttp.WithPropagators(tel.Propagator),
+		otelhttp.WithSpanNameFormatter(spanName),
+	)
+	return withRequestID(h)
+}
+
+func spanName(_ string, r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return r.Method
+}
+
+// withRequestID keeps a sane X-Request-Id from the caller or makes one, puts
+// it in the context for logs and outbound calls, and echoes it on the
+// response before anything else can write a header.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(HeaderRequestID)
+		if !saneRequestID.MatchString(id) {
+			id = NewRequestID()
+		}
+		w.Header().Set(HeaderRequestID, id)
+		next.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
+	})
+}
+
+// NewRequestID returns 16 random bytes in hex.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// withAccessLog writes one line per request and turns a panic into a 500
+// problem, so one bad request never takes the process down.
+func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p) // the server's own signal to drop the connection
+				}
+				err := fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+				if rec.status == 0 {
+					WriteError(rec, r, logger, err)
+				} else {
+					logger.ErrorContext(r.Context(), "panic after response started", "error", err)
+				}
+			}
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("method", r.Method),
+				slog.String("route", r.Pattern),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}

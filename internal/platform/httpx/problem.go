@@ -1,0 +1,120 @@
+// Package httpx holds the HTTP plumbing every Blueprint service shares:
+// decoding and validating JSON bodies, encoding responses, RFC 9457
+// problem+json errors, the router that answers unknown paths with problems,
+// request ids, access logs and servers with timeouts. It knows nothing about
+// users, orders or notifications.
+package httpx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+)
+
+// ProblemTypePrefix starts every problem type URI; the error code follows it.
+// A URN is a valid RFC 9457 type that promises no web page behind it.
+const ProblemTypePrefix = "urn:blueprint:problem:"
+
+// ContentTypeProblem is the media type of RFC 9457 error bodies.
+const ContentTypeProblem = "application/problem+json"
+
+// Problem is the body of every error response.
+type Problem struct {
+	Type    string              `json:"type"`
+	Title   string              `json:"title"`
+	Status  int                 `json:"status"`
+	Detail  string              `json:"detail,omitempty"`
+	TraceID string              `json:"traceId,omitempty"`
+	Errors  []apperr.FieldError `json:"errors,omitempty"`
+}
+
+// Code returns the error code of the problem: its type without the prefix.
+func (p Problem) Code() string {
+	if len(p.Type) > len(ProblemTypePrefix) && p.Type[:len(ProblemTypePrefix)] == ProblemTypePrefix {
+		return p.Type[len(ProblemTypePrefix):]
+	}
+	return p.Type
+}
+
+// StatusOf maps an error kind to its HTTP status. It is the only place in
+// Blueprint where that mapping lives.
+func StatusOf(kind apperr.Kind) int {
+	switch kind {
+	case apperr.BadRequest:
+		return http.StatusBadRequest
+	case apperr.Invalid:
+		return http.StatusUnprocessableEntity
+	case apperr.Unauthorized:
+		return http.StatusUnauthorized
+	case apperr.Forbidden:
+		return http.StatusForbidden
+	case apperr.NotFound:
+		return http.StatusNotFound
+	case apperr.MethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case apperr.Conflict:
+		return http.StatusConflict
+	case apperr.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case apperr.RateLimited:
+		return http.StatusTooManyRequests
+	case apperr.Unavailable:
+		return http.StatusServiceUnavailable
+	case apperr.BadGateway:
+		return http.StatusBadGateway
+	case apperr.Timeout:
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// WriteError writes err as problem+json. Errors that are not *apperr.Error
+// become a 500 "internal error" whose cause is logged here, once, with the
+// trace id, and never shown to the client.
+func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	e, ok := errors.AsType[*apperr.Error](err)
+	if !ok {
+		e = apperr.Wrap(apperr.Internal, "internal", "internal error", err)
+	}
+	status := StatusOf(e.Kind)
+	if status >= 500 {
+		logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", status), slog.String("error", err.Error()))
+	}
+	if e.Kind == apperr.Unauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	WriteProblem(w, r, Problem{
+		Type:   ProblemTypePrefix + e.Code,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: e.Detail,
+		Errors: e.Fields,
+	})
+}
+
+// WriteProblem writes p, filling in the trace id of the request.
+func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	if sc := trace.SpanContextFromContext(r.Context()); sc.HasTraceID() {
+		p.TraceID = sc.TraceID().String()
+	}
+	var buf bytes.Buffer
+	// A Problem holds only strings, ints and field lists: it always encodes.
+	_ = json.NewEncoder(&buf).Encode(p)
+	w.Header().Set("Content-Type", ContentTypeProblem)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(buf.Bytes())
+}

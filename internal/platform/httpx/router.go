@@ -1,0 +1,59 @@
+package httpx
+
+import (
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+)
+
+// Router is an http.ServeMux that answers every request it has no route for
+// with problem+json: 404 for an unknown path, 405 (with Allow) for a known
+// path and the wrong method. It never cleans or redirects a path: "//orders"
+// or "/orders/" is simply not a route, so a client sees one clear answer.
+type Router struct {
+	mux *http.ServeMux
+}
+
+// NewRouter returns an empty Router.
+func NewRouter() *Router {
+	rt := &Router{mux: http.NewServeMux()}
+	rt.mux.HandleFunc("/", rt.notFound)
+	return rt
+}
+
+// Handle registers h for a ServeMux pattern such as "GET /orders/{id}".
+func (rt *Router) Handle(pattern string, h http.Handler) {
+	rt.mux.Handle(pattern, h)
+}
+
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != path.Clean(r.URL.Path) || !strings.HasPrefix(r.URL.Path, "/") {
+		rt.notFound(w, r)
+		return
+	}
+	rt.mux.ServeHTTP(w, r)
+}
+
+// probeMethods are the methods tried to tell a 405 from a 404.
+var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// notFound runs only on the error path, so probing the mux once per method
+// to build the Allow header costs nothing on the hot path.
+func (rt *Router) notFound(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range probeMethods {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if _, pattern := rt.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		WriteError(w, r, nil, apperr.New(apperr.MethodNotAllowed, "method_not_allowed",
+			r.Method+" is not allowed on "+r.URL.Path))
+		return
+	}
+	WriteError(w, r, nil, apperr.New(apperr.NotFound, "not_found", "no route for "+r.URL.Path))
+}

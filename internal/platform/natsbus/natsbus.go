@@ -1,0 +1,185 @@
+// Package natsbus connects services to NATS JetStream: it runs the embedded
+// server of `all` mode, opens connections that survive outages, declares
+// streams, and carries W3C trace context in message headers.
+//
+// In `all` mode (no NATS_URL) one nats-server with JetStream runs inside the
+// process, storing under the data dir and listening on no port; services
+// reach it through in-process connections. With NATS_URL the same code
+// connects over TCP to an external server or cluster.
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// EmbeddedConfig configures the embedded server.
+type EmbeddedConfig struct {
+	// StoreDir holds JetStream's files; data survives restarts.
+	StoreDir string
+	// Listen, when set (host:port), also serves TCP clients such as the nats
+	// CLI. Empty means in-process connections only.
+	Listen string
+}
+
+// Embedded is a nats-server running inside this process.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a JetStream-enabled nats-server and waits until it
+// accepts connections.
+func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
+	opts := &server.Options{
+		ServerName: "blueprint-embedded",
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		DontListen: cfg.Listen == "",
+	}
+	if cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen address: %w", err)
+		}
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("embedded nats listen port: %w", err)
+		}
+		opts.Host = host
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.SetLoggerV2(serverLogger{logger}, false, false, false)
+	go srv.Start() // runs until Shutdown; Stop waits for it
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s")
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// ClientURL is the TCP address of the embedded server, or "" when it does
+// not listen.
+func (e *Embedded) ClientURL() string {
+	if e.srv.Addr() == nil {
+		return ""
+	}
+	return e.srv.ClientURL()
+}
+
+// Stop shuts the server down and waits until it has.
+func (e *Embedded) Stop() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// serverLogger sends nats-server's log lines to slog.
+type serverLogger struct{ l *slog.Logger }
+
+func (s serverLogger) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Tracef(format string, v ...any)  {}
+
+// ConnConfig says where a service's connection goes.
+type ConnConfig struct {
+	// Name identifies the connection in the server's monitoring.
+	Name string
+	// URL is one or more comma-separated nats:// URLs; ignored when Embedded is set.
+	URL string
+	// Embedded, when set, is reached in-process.
+	Embedded *Embedded
+}
+
+// Connect opens a connection that never gives up: it does not fail when the
+// server is down at start-up and it reconnects forever with back-off and
+// jitter. Until it is connected, publishes fail fast and the service's
+// readiness says so; nothing is lost, because events wait in the outbox and
+// JetStream keeps unacknowledged messages.
+func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(-1), // a publish during an outage fails at once instead of being buffered blind
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil when the connection is closed on purpose
+				logger.Warn("nats disconnected", "error", err.Error())
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			logger.Info("nats reconnected", "server", serverName(c, cfg))
+		}),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			logger.Info("nats connected", "server", serverName(c, cfg))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			logger.Warn("nats error", "error", err.Error())
+		}),
+	}
+	url := cfg.URL
+	if cfg.Embedded != nil {
+		opts = append(opts, nats.InProcessServer(cfg.Embedded.srv))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats connect: %w", err)
+	}
+	return nc, nil
+}
+
+func serverName(c *nats.Conn, cfg ConnConfig) string {
+	if cfg.Embedded != nil {
+		return "embedded (in-process)"
+	}
+	return c.ConnectedUrlRedacted()
+}
+
+// Ready reports whether nc is connected and JetStream answers.
+func Ready(ctx context.Context, js jetstream.JetStream) error {
+	if st := js.Conn().Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats is %s", st)
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}
+
+// Header adapts NATS message headers to OpenTelemetry's carrier, so the
+// trace context of a request rides with the event it causes.
+type Header nats.Header
+
+var _ propagation.TextMapCarrier = Header(nil)
+
+// Get returns the first value of key.
+func (h Header) Get(key string) string { return nats.Header(h).Get(key) }
+
+// Set replaces the values of key.
+func (h Header) Set(key, value string) { nats.Header(h).Set(key, value) }
+
+// Keys lists the header names.
+func (h Header) Keys() []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
+}

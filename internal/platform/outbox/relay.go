@@ -1,0 +1,208 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
+)
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	DB *sqldb.DB
+	JS jetstream.JetStream
+	// Prepare declares what publishing needs (the stream). The relay calls it
+	// before its first publish and again until it succeeds, so a service can
+	// start while NATS is away.
+	Prepare func(ctx context.Context) error
+	// Owner names this relay in row leases; unique per process.
+	Owner string
+	// Poll is how often the relay looks for rows when nobody wakes it; it
+	// is the safety net for a wake-up lost to a crash or another replica.
+	Poll time.Duration
+	// Batch is how many rows one round claims and publishes.
+	Batch int
+
+	Logger     *slog.Logger
+	Tracer     trace.TracerProvider
+	Propagator propagation.TextMapPropagator
+}
+
+// Relay publishes outbox rows to JetStream.
+type Relay struct {
+	cfg    RelayConfig
+	tracer trace.Tracer
+	wake   chan struct{}
+	now    func() time.Time
+}
+
+// Timings of the relay. A lease outlives a batch's publish timeout by far,
+// so a live relay never loses its rows to another.
+const (
+	leaseDuration = 30 * time.Second
+	ackTimeout    = 5 * time.Second
+	minBackoff    = 100 * time.Millisecond
+	maxBackoff    = 5 * time.Second
+)
+
+// NewRelay returns a relay; Run starts it.
+func NewRelay(cfg RelayConfig) *Relay {
+	return &Relay{
+		cfg:    cfg,
+		tracer: cfg.Tracer.Tracer("github.com/ds-blueprint/blueprint/internal/platform/outbox"),
+		wake:   make(chan struct{}, 1),
+		now:    time.Now,
+	}
+}
+
+// Notify wakes the relay after a commit that wrote outbox rows. It never
+// blocks: a pending wake-up already covers this commit.
+func (r *Relay) Notify() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes until ctx ends. A batch in progress when ctx ends is
+// finished (bounded by the ack timeout) so no row is left half-published.
+func (r *Relay) Run(ctx context.Context) error {
+	backoff := minBackoff
+	prepared := false
+	for {
+		var n int
+		var err error
+		if !prepared {
+			if err = r.cfg.Prepare(ctx); err == nil {
+				prepared = true
+			}
+		}
+		if prepared {
+			n, err = r.relayBatch(context.WithoutCancel(ctx))
+		}
+		if err != nil {
+			r.cfg.Logger.WarnContext(ctx, "outbox relay failed; retrying", "error", err.Error(), "retry_in", backoff.String())
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		if n == r.cfg.Batch {
+			continue // a full batch: more rows are probably waiting
+		}
+		timer := time.NewTimer(r.cfg.Poll)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-r.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// relayBatch claims pending rows, publishes them all, waits for their acks
+// and marks the acknowledged ones sent. It returns how many it claimed.
+func (r *Relay) relayBatch(ctx context.Context) (int, error) {
+	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, leaseDuration, r.now())
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	type inflight struct {
+		msg    Message
+		span   trace.Span
+		future jetstream.PubAckFuture
+	}
+	pending := make([]inflight, 0, len(msgs))
+	var errs []error
+	for _, m := range msgs {
+		span, nm := r.prepareMessage(m)
+		f, err := r.cfg.JS.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
+		if err != nil {
+			endSpan(span, err)
+			errs = append(errs, fmt.Errorf("publish %s: %w", m.ID, err))
+			continue
+		}
+		pending = append(pending, inflight{msg: m, span: span, future: f})
+	}
+
+	ackCtx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	var sent []string
+	for _, p := range pending {
+		select {
+		case ack := <-p.future.Ok():
+			p.span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(ack.Sequence)),
+				attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+			endSpan(p.span, nil)
+			sent = append(sent, p.msg.ID)
+		case err := <-p.future.Err():
+			endSpan(p.span, err)
+			errs = append(errs, fmt.Errorf("publish %s: %w", p.msg.ID, err))
+		case <-ackCtx.Done():
+			// Unknown outcome: the message may be stored. It stays pending
+			// and is re-sent with the same id; JetStream drops the copy.
+			err := fmt.Errorf("publish %s: no ack within %s", p.msg.ID, ackTimeout)
+			endSpan(p.span, err)
+			errs = append(errs, err)
+		}
+	}
+	if err := markSent(ctx, r.cfg.DB, sent, r.now()); err != nil {
+		errs = append(errs, err)
+	}
+	return len(msgs), errors.Join(errs...)
+}
+
+// prepareMessage starts the publish span as a child of the trace stored with
+// the row, and carries the span's context in the message headers so the
+// consumer continues the same trace.
+func (r *Relay) prepareMessage(m Message) (trace.Span, *nats.Msg) {
+	parent := r.cfg.Propagator.Extract(context.Background(), propagation.MapCarrier(m.Headers))
+	ctx, span := r.tracer.Start(parent, "send "+m.Subject,
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", m.Subject),
+			attribute.String("messaging.message.id", m.ID),
+			attribute.Int("blueprint.outbox.attempt", m.Attempts),
+		))
+	nm := nats.NewMsg(m.Subject)
+	nm.Data = m.Payload
+	r.cfg.Propagator.Inject(ctx, natsbus.Header(nm.Header))
+	return span, nm
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}

@@ -1,0 +1,182 @@
+// Package sqldb opens a service's SQL database, applies its embedded
+// migrations and runs transactions. Services write one set of SQL that both
+// dialects accept ($1 placeholders, RETURNING, ON CONFLICT); the few
+// differences are chosen by Dialect.
+//
+// SQLite (the embedded default, pure Go) allows one writer at a time, so a
+// DB keeps two pools there: one connection for writes, which queues writers
+// in Go instead of in SQLite's sleeping busy handler, and several for reads,
+// which WAL mode lets run beside the writer.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Dialect names a SQL database family.
+type Dialect string
+
+// The supported dialects.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is a service's database.
+type DB struct {
+	Dialect Dialect
+	read    *sql.DB
+	write   *sql.DB
+}
+
+// Open opens the database at url and applies the migrations in
+// migrations/<dialect>/ of fsys. url is "sqlite:<path>" (or a bare path) for
+// SQLite.
+func Open(ctx context.Context, url string, migrations fs.FS) (*DB, error) {
+	dialect, target, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	var db *DB
+	switch dialect {
+	case SQLite:
+		db, err = openSQLite(ctx, target)
+	default:
+		err = fmt.Errorf("the %s backend is not available", dialect)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.migrate(ctx, migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// ParseURL tells the dialect of a database URL and returns what its driver
+// needs: a file path for SQLite, the URL itself for PostgreSQL.
+func ParseURL(raw string) (Dialect, string, error) {
+	switch {
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		if _, err := url.Parse(raw); err != nil {
+			return "", "", errors.New("not a valid postgres:// URL")
+		}
+		return Postgres, raw, nil
+	case strings.HasPrefix(raw, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+		if path == "" {
+			return "", "", errors.New("sqlite: URL names no file")
+		}
+		return SQLite, path, nil
+	case raw == "" || strings.Contains(raw, "://"):
+		return "", "", errors.New("want postgres://… or sqlite:<path>")
+	default:
+		return SQLite, raw, nil
+	}
+}
+
+func openSQLite(ctx context.Context, path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database dir: %w", err)
+	}
+	// WAL lets readers run beside the writer; synchronous(FULL) makes every
+	// commit durable before the client hears 201, power loss included;
+	// busy_timeout covers the moments the read pool and the write connection
+	// meet; foreign keys are off by default in SQLite.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(ON)")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	db := &DB{Dialect: SQLite, read: read, write: write}
+	// The first write connection creates the file and switches it to WAL.
+	if err := write.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
+	dir, err := fs.Sub(migrations, filepath.Join("migrations", string(db.Dialect)))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	gooseDialect := goose.DialectSQLite3
+	if db.Dialect == Postgres {
+		gooseDialect = goose.DialectPostgres
+	}
+	p, err := goose.NewProvider(gooseDialect, db.write, dir)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	return errors.Join(db.read.Close(), db.write.Close())
+}
+
+// Ping checks that the database answers on both pools.
+func (db *DB) Ping(ctx context.Context) error {
+	return errors.Join(db.read.PingContext(ctx), db.write.PingContext(ctx))
+}
+
+// QueryContext runs a read query.
+func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs a read query that returns at most one row.
+func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, query, args...)
+}
+
+// ExecContext runs one writing statement outside a transaction.
+func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return db.write.ExecContext(ctx, query, args...)
+}
+
+// InTx runs fn in a write transaction: committed when fn returns nil, rolled
+// back otherwise. fn must use tx for every statement: on SQLite the write
+// pool has one connection, so a query on db inside fn would wait forever.
+func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error from fn is the one that matters
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

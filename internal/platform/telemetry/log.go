@@ -1,0 +1,97 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// LogFormat selects how log records are written.
+type LogFormat string
+
+// The log formats. Auto means text on a terminal and JSON otherwise.
+const (
+	LogJSON LogFormat = "json"
+	LogText LogFormat = "text"
+	LogAuto LogFormat = "auto"
+)
+
+// ParseLogLevel parses debug, info, warn or error.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not a log level; use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// ParseLogFormat parses json, text or auto.
+func ParseLogFormat(s string) (LogFormat, error) {
+	switch f := LogFormat(strings.ToLower(s)); f {
+	case LogJSON, LogText, LogAuto:
+		return f, nil
+	}
+	return "", fmt.Errorf("%q is not a log format; use json, text or auto", s)
+}
+
+// NewLogger returns the process's logger. Every record written with a
+// context carries the trace_id and span_id of the span in it and the
+// request_id of the request it serves, so a log line always leads to its
+// trace. Services add their own "service" attribute with With.
+func NewLogger(w io.Writer, format LogFormat, terminal bool, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	if format == LogText || (format == LogAuto && terminal) {
+		h = slog.NewTextHandler(w, opts)
+	} else {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(contextHandler{h})
+}
+
+// contextHandler adds correlation ids from the context to each record.
+type contextHandler struct{ slog.Handler }
+
+func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	if id := RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return contextHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h contextHandler) WithGroup(name string) slog.Handler {
+	return contextHandler{h.Handler.WithGroup(name)}
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id in ctx, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// Secret is a string that never reaches a log: it prints as [REDACTED].
+type Secret string
+
+// LogValue implements slog.LogValuer.
+func (Secret) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// String keeps fmt from printing the secret too.
+func (Secret) String() string { return "[REDACTED]" }
