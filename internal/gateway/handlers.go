@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
+)
+
+// jsonHeader marks a forwarded body as JSON.
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
+// The gateway forwards bodies as they came (capped at 64 KiB): the service
+// that owns a resource owns its validation, so the rules live in one place
+// and the client sees that service's 400 or 422 unchanged.
+
+func (g *Gateway) handleRegister() http.Handler {
+	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		body, err := httpx.ReadBody(w, r)
+		if err != nil {
+			return err
+		}
+		resp, err := g.upstreams.Users.Do(r.Context(), upstream.Request{
+			Method: http.MethodPost, Path: "/users", Body: body, Header: jsonHeader,
+		})
+		if err != nil {
+			return err
+		}
+		return g.relay(w, r, "users", resp)
+	})
+}
+
+// loginResponse is the body of a successful login.
+type loginResponse struct {
+	AccessToken string `json:"accessToken"`
+	TokenType   string `json:"tokenType"`
+	ExpiresIn   int    `json:"expiresIn"`
+}
+
+var errInvalidCredentials = apperr.New(apperr.Unauthorized, "invalid_credentials", "the email or password is wrong")
+
+func (g *Gateway) handleLogin() http.Handler {
+	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		if g.loginPerIP != nil {
+			if ok, wait := g.loginPerIP.allow(clientIP(r)); !ok {
+				return rateLimited(wait, "too many login attempts from this address")
+			}
+		}
+		body, err := httpx.ReadBody(w, r)
+		if err != nil {
+			return err
+		}
+		// The email only keys the failure limit; users validates the body.
+		var probe struct {
+			Email string `json:"email"`
+		}
+		_ = json.Unmarshal(body, &probe)
+		emailKey := strings.ToLower(probe.Email)
+		if g.loginFailures != nil && emailKey != "" {
+			if blocked, wait := g.loginFailures.exhausted(emailKey); blocked {
+				return rateLimited(wait, "too many failed logins for this account; try again later")
+			}
+		}
+
+		resp, err := g.upstreams.Users.Do(r.Context(), upstream.Request{
+			Method: http.MethodPost, Path: "/users/authenticate", Body: body, Header: jsonHeader,
+		})
+		if err != nil {
+			return err
+		}
+		if p, ok := resp.Problem(); ok && resp.Status == http.StatusUnauthorized && p.Code() == "invalid_credentials" {
+			if g.loginFailures != nil && emailKey != "" {
+				g.loginFailures.allow(emailKey)
+			}
+			return errInvalidCredentials
+		}
+		if resp.Status != http.StatusOK {
+			return g.relay(w, r, "users", resp)
+		}
+		var user struct {
+			ID string `json:"id"`
+		}
+		if err := resp.DecodeJSON(&user); err != nil {
+			return err
+		}
+		token, expiresIn, err := g.tokens.Issue(user.ID)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		return httpx.Encode(w, http.StatusOK, loginResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: expiresIn})
+	})
+}
+
+func (g *Gateway) handleJWKS() http.Handler {
+	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		return httpx.Encode(w, http.StatusOK, g.tokens.JWKS())
+	})
+}
+
+func (g *Gateway) handleMe() http.Handler {
+	return g.forwardGet("users", g.upstreams.Users, func(r *http.Request) string {
+		return "/users/" + url.PathEscape(userFrom(r.Context()))
+	})
+}
+
+// headerIdempotencyKey is the client's key for POST /orders.
+const headerIdempotencyKey = "Idempotency-Key"
+
+// handleCreateOrder forwards an order. A request without a key gets one made
+// by the gateway, so that if the gateway retries after losing the response
+// the orders service replays the first order instead of making a second.
+func (g *Gateway) handleCreateOrder() http.Handler {
+	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		body, err := httpx.ReadBody(w, r)
+		if err != nil {
+			return err
+		}
+		h := jsonHeader.Clone()
+		if keys := r.Header.Values(headerIdempotencyKey); len(keys) > 0 {
+			h[headerIdempotencyKey] = keys
+		} else {
+			h.Set(headerIdempotencyKey, "gateway-"+uuid.NewString())
+		}
+		userID := userFrom(r.Context())
+		resp, err := g.upstreams.Orders.Do(r.Context(), upstream.Request{
+			Method: http.MethodPost, Path: "/orders", Body: body, Header: h, Subject: userID,
+		})
+		if err != nil {
+			return err
+		}
+		return g.relay(w, r, "orders", resp, "Location", "Idempotent-Replayed", "Retry-After")
+	})
+}
+
+func (g *Gateway) handleListOrders() http.Handler {
+	return g.forwardGet("orders", g.upstreams.Orders, func(r *http.Request) string {
+		return "/orders?" + r.URL.RawQuery
+	})
+}
+
+func (g *Gateway) handleGetOrder() http.Handler {
+	return g.forwardGet("orders", g.upstreams.Orders, func(r *http.Request) string {
+		return "/orders/" + url.PathEscape(r.PathValue("id"))
+	})
+}
+
+func (g *Gateway) handleListNotifications() http.Handler {
+	return g.forwardGet("notifications", g.upstreams.Notifications, func(r *http.Request) string {
+		return "/notifications?" + r.URL.RawQuery
+	})
+}
+
+// forwardGet makes a handler that forwards a GET, acting for the user, to
+// path(r) on the upstream.
+func (g *Gateway) forwardGet(service string, client *upstream.Client, path func(*http.Request) string) http.Handler {
+	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		userID := userFrom(r.Context())
+		resp, err := client.Do(r.Context(), upstream.Request{Method: http.MethodGet, Path: path(r), Subject: userID})
+		if err != nil {
+			return err
+		}
+		return g.relay(w, r, service, resp)
+	})
+}

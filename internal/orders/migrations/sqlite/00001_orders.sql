@@ -1,0 +1,45 @@
+-- +goose Up
+CREATE TABLE orders (
+    id         TEXT PRIMARY KEY,           -- UUIDv7: sorts in creation order
+    user_id    TEXT NOT NULL,
+    sku        TEXT NOT NULL,
+    qty        INTEGER NOT NULL CHECK (qty BETWEEN 1 AND 1000),
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+-- Serves "the caller's orders, newest first" and its cursor in one seek.
+CREATE INDEX orders_by_user ON orders (user_id, created_at DESC, id DESC);
+
+-- One row per (user, Idempotency-Key), kept 24 hours. While a request runs
+-- the row is locked (locked_until in the future); when it ends the row holds
+-- the response that every replay returns.
+CREATE TABLE idempotency_keys (
+    user_id      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    order_id     TEXT,
+    response     TEXT,
+    locked_until TEXT,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+
+-- The transactional outbox (see internal/platform/outbox).
+CREATE TABLE outbox (
+    id            TEXT PRIMARY KEY,        -- event id, also the Nats-Msg-Id
+    subject       TEXT NOT NULL,
+    payload       BLOB NOT NULL,
+    headers       TEXT NOT NULL,           -- trace context of the request, JSON
+    created_at    TEXT NOT NULL,
+    sent_at       TEXT,
+    claimed_by    TEXT,
+    claimed_until TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL;
+
+-- +goose Down
+DROP TABLE outbox;
+DROP TABLE idempotency_keys;
+DROP TABLE orders;

@@ -1,0 +1,117 @@
+package orders
+
+import (
+	"embed"
+	"log/slog"
+	"net/http"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/pagination"
+)
+
+// Name is the service's name: its identity and its tokens' audience.
+const Name = "orders"
+
+// TrustedCallers are the services whose internal tokens orders accepts.
+var TrustedCallers = []string{"gateway"}
+
+// Migrations holds the schema, one directory per SQL dialect.
+//
+//go:embed migrations
+var Migrations embed.FS
+
+// Header names of the idempotency protocol.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderReplayed       = "Idempotent-Replayed"
+)
+
+// NewServer returns the internal API of the orders service. Every route acts
+// for the user named by the internal token's subject.
+func NewServer(svc *Service, verifier *auth.ServiceVerifier, logger *slog.Logger) http.Handler {
+	rt := httpx.NewRouter()
+	addRoutes(rt, svc, auth.RequireService(verifier, logger), logger)
+	return rt
+}
+
+// addRoutes is the whole internal API surface of the orders service.
+func addRoutes(rt *httpx.Router, svc *Service, requireService func(http.Handler) http.Handler, logger *slog.Logger) {
+	rt.Handle("POST /orders", requireService(handleCreateOrder(svc, logger)))
+	rt.Handle("GET /orders", requireService(handleListOrders(svc, logger)))
+	rt.Handle("GET /orders/{id}", requireService(handleGetOrder(svc, logger)))
+}
+
+func handleCreateOrder(svc *Service, logger *slog.Logger) http.Handler {
+	return httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		userID, err := auth.UserFrom(r.Context())
+		if err != nil {
+			return err
+		}
+		key, err := idempotencyKey(r)
+		if err != nil {
+			return err
+		}
+		// A request that fails validation never records its key.
+		n, err := httpx.Decode[NewOrder](w, r)
+		if err != nil {
+			return err
+		}
+		created, err := svc.Create(r.Context(), userID, key, n)
+		if err != nil {
+			return err
+		}
+		if created.Replayed {
+			w.Header().Set(HeaderReplayed, "true")
+		}
+		w.Header().Set("Location", "/orders/"+created.Order.ID)
+		return httpx.Encode(w, http.StatusCreated, created.Order)
+	})
+}
+
+// idempotencyKey returns the request's key, "" when it has none.
+func idempotencyKey(r *http.Request) (string, error) {
+	values := r.Header.Values(HeaderIdempotencyKey)
+	switch {
+	case len(values) == 0:
+		return "", nil
+	case len(values) > 1:
+		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be sent once"})
+	case len(values[0]) < 1 || len(values[0]) > maxKeyLen:
+		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be 1 to 255 characters"})
+	}
+	return values[0], nil
+}
+
+func handleListOrders(svc *Service, logger *slog.Logger) http.Handler {
+	return httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		userID, err := auth.UserFrom(r.Context())
+		if err != nil {
+			return err
+		}
+		req, err := pagination.Parse(r.URL.Query())
+		if err != nil {
+			return err
+		}
+		page, err := svc.List(r.Context(), userID, req)
+		if err != nil {
+			return err
+		}
+		return httpx.Encode(w, http.StatusOK, page)
+	})
+}
+
+func handleGetOrder(svc *Service, logger *slog.Logger) http.Handler {
+	return httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		userID, err := auth.UserFrom(r.Context())
+		if err != nil {
+			return err
+		}
+		o, err := svc.Get(r.Context(), userID, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		return httpx.Encode(w, http.StatusOK, o)
+	})
+}
