@@ -1,0 +1,237 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ds-blueprint/blueprint/internal/gateway"
+	"github.com/ds-blueprint/blueprint/internal/notifications"
+	"github.com/ds-blueprint/blueprint/internal/orders"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/users"
+)
+
+// services lists every service in start order; `all` means all of them.
+var services = []string{users.Name, orders.Name, notifications.Name, gateway.Name}
+
+// serviceConfig is what differs between services: where each listens.
+type serviceConfig struct {
+	Addr    string // the main listener
+	OpsAddr string // metrics, health, pprof
+	// URL is how callers reach the service: comma-separated replica URLs.
+	// Empty means this process's own listener when the service runs here.
+	URL string
+	// DatabaseURL is the service's database; users, orders, notifications.
+	DatabaseURL string
+}
+
+// Config is the configuration of `blueprint run`.
+type Config struct {
+	Target  string
+	DataDir string
+	KeysDir string
+
+	LogLevel  string
+	LogFormat string
+
+	Services map[string]*serviceConfig
+
+	NATSURL            string
+	NATSEmbeddedAddr   string
+	NATSStreamReplicas int
+
+	UpstreamTimeout        time.Duration
+	UpstreamConnectTimeout time.Duration
+	ShutdownTimeout        time.Duration
+	OutboxPollInterval     time.Duration
+	WorkerConcurrency      int
+
+	RateLimitsEnabled bool
+	RateLimitRPS      float64
+	RateLimitBurst    int
+	LoginRateLimit    int
+	LoginFailureLimit int
+
+	// targets is derived by Validate: the services to run, in start order.
+	targets []string
+}
+
+// defaultPorts are the well-known ports of DESIGN.md §1.
+var defaultPorts = map[string][2]int{
+	gateway.Name: {3001, 9101}, users.Name: {3002, 9102}, orders.Name: {3003, 9103}, notifications.Name: {3004, 9104},
+}
+
+// registerFlags declares every setting of `run`.
+func (c *Config) registerFlags(f *flags) {
+	f.String(&c.Target, "target", "BLUEPRINT_TARGET", "all",
+		"services to run: all, or a comma list of gateway, users, orders, notifications")
+	f.String(&c.DataDir, "data-dir", "BLUEPRINT_DATA_DIR", "./.blueprint",
+		"directory for the embedded databases and NATS store")
+	f.String(&c.KeysDir, "keys-dir", "BLUEPRINT_KEYS_DIR", "",
+		"directory of keys from `blueprint keys generate`; empty makes keys in memory (target all only)")
+	f.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	f.String(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)")
+
+	c.Services = map[string]*serviceConfig{}
+	for _, s := range services {
+		sc := &serviceConfig{}
+		c.Services[s] = sc
+		up := strings.ToUpper(s)
+		ports := defaultPorts[s]
+		f.String(&sc.Addr, s+"-addr", up+"_ADDR", fmt.Sprintf("127.0.0.1:%d", ports[0]), s+" API listen address")
+		f.String(&sc.OpsAddr, s+"-ops-addr", up+"_OPS_ADDR", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+			s+" ops listen address (/metrics, /healthz, /readyz, /debug/pprof)")
+		if s == gateway.Name {
+			continue
+		}
+		f.String(&sc.URL, s+"-url", up+"_URL", "",
+			fmt.Sprintf("%s base URLs, comma-separated; empty: this process's %s, else http://127.0.0.1:%d", s, s, ports[0]))
+		f.String(&sc.DatabaseURL, s+"-database-url", up+"_DATABASE_URL", "",
+			"postgres://… or sqlite:<path>; empty: sqlite:<data-dir>/"+s+".db")
+	}
+
+	f.String(&c.NATSURL, "nats-url", "NATS_URL", "",
+		"NATS server URLs, comma-separated; empty runs an embedded server")
+	f.String(&c.NATSEmbeddedAddr, "nats-embedded-addr", "NATS_EMBEDDED_ADDR", "",
+		"host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
+	f.Int(&c.NATSStreamReplicas, "nats-stream-replicas", "NATS_STREAM_REPLICAS", 1,
+		"replicas of the JetStream streams (3 on a cluster)")
+
+	f.Duration(&c.UpstreamTimeout, "upstream-timeout", "UPSTREAM_TIMEOUT", 5*time.Second,
+		"deadline of one call to another service")
+	f.Duration(&c.UpstreamConnectTimeout, "upstream-connect-timeout", "UPSTREAM_CONNECT_TIMEOUT", time.Second,
+		"deadline for connecting to another service")
+	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 10*time.Second,
+		"how long requests in flight may run after SIGTERM")
+	f.Duration(&c.OutboxPollInterval, "outbox-poll-interval", "OUTBOX_POLL_INTERVAL", time.Second,
+		"how often the outbox relay looks for events when not woken by a commit")
+	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 16,
+		"events one notifications worker handles at once")
+
+	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
+		"apply the gateway's rate limits; false switches every limit off (load tests)")
+	f.Float(&c.RateLimitRPS, "rate-limit-rps", "RATE_LIMIT_RPS", 100,
+		"requests per second per client IP and per user")
+	f.Int(&c.RateLimitBurst, "rate-limit-burst", "RATE_LIMIT_BURST", 200,
+		"burst above the per-second rate")
+	f.Int(&c.LoginRateLimit, "login-rate-limit", "LOGIN_RATE_LIMIT", 20,
+		"login attempts per minute per client IP")
+	f.Int(&c.LoginFailureLimit, "login-failure-limit", "LOGIN_FAILURE_LIMIT", 5,
+		"failed logins per 15 minutes per email")
+}
+
+// Validate checks the configuration and derives the target list. Every
+// problem is reported, each naming its variable.
+func (c *Config) Validate() error {
+	var errs []error
+	targets, err := parseTargets(c.Target)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.targets = targets
+	if _, err := telemetry.ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: %w", err))
+	}
+	if _, err := telemetry.ParseLogFormat(c.LogFormat); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT: %w", err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("BLUEPRINT_DATA_DIR: must not be empty"))
+	}
+	if c.KeysDir == "" && len(targets) > 0 && len(targets) < len(services) {
+		errs = append(errs, errors.New("BLUEPRINT_KEYS_DIR: required unless --target=all, because services in different processes must share keys (make them with `blueprint keys generate`)"))
+	}
+	for _, s := range services {
+		sc := c.Services[s]
+		up := strings.ToUpper(s)
+		for env, addr := range map[string]string{up + "_ADDR": sc.Addr, up + "_OPS_ADDR": sc.OpsAddr} {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not host:port", env, addr))
+			}
+		}
+		for _, u := range splitList(sc.URL) {
+			if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+				errs = append(errs, fmt.Errorf("%s_URL: %q is not an http(s) URL", up, u))
+			}
+		}
+		if sc.DatabaseURL != "" {
+			if _, _, err := sqldb.ParseURL(sc.DatabaseURL); err != nil {
+				errs = append(errs, fmt.Errorf("%s_DATABASE_URL: %w", up, err))
+			}
+		}
+	}
+	for _, u := range splitList(c.NATSURL) {
+		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
+			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
+		}
+	}
+	if c.NATSEmbeddedAddr != "" {
+		if _, _, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
+			errs = append(errs, fmt.Errorf("NATS_EMBEDDED_ADDR: %q is not host:port", c.NATSEmbeddedAddr))
+		}
+	}
+	for env, d := range map[string]time.Duration{
+		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout,
+		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be more than 0", env))
+		}
+	}
+	if c.WorkerConcurrency < 1 {
+		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))
+	}
+	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
+		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))
+	}
+	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
+		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
+	}
+	if len(errs) > 0 {
+		// One line: the first problem, and how many more there are.
+		msg := "invalid configuration: " + errs[0].Error()
+		if len(errs) > 1 {
+			msg += fmt.Sprintf(" (and %d more)", len(errs)-1)
+		}
+		return &UsageError{msg: msg}
+	}
+	return nil
+}
+
+// parseTargets turns "all" or a comma list into services in start order.
+func parseTargets(target string) ([]string, error) {
+	var out []string
+	for _, t := range splitList(target) {
+		switch {
+		case t == "all":
+			return services, nil
+		case slices.Contains(services, t):
+			out = append(out, t)
+		default:
+			return nil, fmt.Errorf("BLUEPRINT_TARGET: unknown target %q; use all, gateway, users, orders or notifications", t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("BLUEPRINT_TARGET: empty; use all or a comma list of services")
+	}
+	// Start order is the order of services, whatever order was given.
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(services, a) - slices.Index(services, b) })
+	return slices.Compact(out), nil
+}
+
+func (c *Config) runs(service string) bool { return slices.Contains(c.targets, service) }
+
+// databaseURL is the service's database, SQLite under the data dir by default.
+func (c *Config) databaseURL(service string) string {
+	if u := c.Services[service].DatabaseURL; u != "" {
+		return u
+	}
+	return "sqlite:" + filepath.Join(c.DataDir, service+".db")
+}

@@ -1,0 +1,43 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+)
+
+func keysCommand(args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "generate" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(stdout, "Usage: blueprint keys generate --out DIR")
+			return nil
+		}
+		return usageErrorf("usage: blueprint keys generate --out DIR")
+	}
+	f := newFlags("keys generate", func(string) string { return "" })
+	var out string
+	f.String(&out, "out", "", "", "directory to write the keys into (created if missing)")
+	if err := f.parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: blueprint keys generate --out DIR\n\nWrites one private key per service (<service>.pem), the access-token\nsigning key (access.pem) and the public trust bundle (trust.json).\nMount each service's own key and trust.json; never share private keys.\n\nFlags:")
+			f.usage(stdout)
+			return nil
+		}
+		return err
+	}
+	if out == "" {
+		return usageErrorf("--out is required")
+	}
+	kr, err := auth.GenerateKeyring(services)
+	if err != nil {
+		return err
+	}
+	if err := auth.WriteKeyring(out, kr); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "wrote %s, %s and a key per service (%v) to %s\n", auth.AccessKeyFile, auth.BundleFile, services, out)
+	return err
+}

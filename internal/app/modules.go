@@ -1,0 +1,387 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ds-blueprint/blueprint/internal/events"
+	"github.com/ds-blueprint/blueprint/internal/gateway"
+	"github.com/ds-blueprint/blueprint/internal/notifications"
+	"github.com/ds-blueprint/blueprint/internal/orders"
+	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
+	"github.com/ds-blueprint/blueprint/internal/users"
+)
+
+// module is one service as the process runs it: its listeners, its HTTP
+// API, the background loops it owns, how to tell it is ready, and what to
+// close once it has stopped.
+type module struct {
+	name    string
+	logger  *slog.Logger
+	tel     *telemetry.Providers
+	ln, ops net.Listener
+	handler http.Handler
+	ready   func(ctx context.Context) error
+	workers []func(ctx context.Context) error
+	closers []func() error
+}
+
+// builders is the module graph: how to build each service. Dependencies
+// between services are HTTP calls and NATS subjects, not Go calls, so the
+// only ordering is the start order of `services` (users first, gateway
+// last) and its reverse at shutdown.
+var builders = map[string]func(context.Context, *system, *module) error{
+	users.Name:         buildUsers,
+	orders.Name:        buildOrders,
+	notifications.Name: buildNotifications,
+	gateway.Name:       buildGateway,
+}
+
+// system is what one `blueprint run` process shares between its modules.
+type system struct {
+	cfg     *Config
+	getenv  func(string) string
+	logger  *slog.Logger
+	version string
+	keys    *auth.Keyring
+	// nats is the embedded server, nil when NATS_URL is set.
+	nats *natsbus.Embedded
+	// listeners of the services this process runs, to find them by name.
+	listeners map[string]net.Listener
+	// stopping turns every module's readiness false at once on shutdown.
+	stopping atomic.Bool
+}
+
+// upstreamURLs are the base URLs callers use for a service: the configured
+// list, else this process's own listener, else the well-known local port.
+func (s *system) upstreamURLs(service string) []string {
+	if urls := splitList(s.cfg.Services[service].URL); len(urls) > 0 {
+		return urls
+	}
+	if ln, ok := s.listeners[service]; ok {
+		return []string{"http://" + dialable(ln.Addr())}
+	}
+	return []string{fmt.Sprintf("http://127.0.0.1:%d", defaultPorts[service][0])}
+}
+
+// dialable turns a listener address into one a client can dial: a service
+// listening on every interface is reached on loopback.
+func dialable(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return addr.String()
+	}
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+}
+
+func (s *system) upstream(tel *telemetry.Providers, minter *auth.Minter, service string) (*upstream.Client, error) {
+	return upstream.New(upstream.Config{
+		Service:        service,
+		URLs:           s.upstreamURLs(service),
+		Timeout:        s.cfg.UpstreamTimeout,
+		ConnectTimeout: s.cfg.UpstreamConnectTimeout,
+		Minter:         minter,
+		Telemetry:      tel,
+	})
+}
+
+func (s *system) verifier(service string, callers []string) (*auth.ServiceVerifier, error) {
+	return auth.NewServiceVerifier(service, callers, s.keys.Bundle, time.Now)
+}
+
+func (s *system) minter(service string) *auth.Minter {
+	return auth.NewMinter(service, s.keys.Identities[service], time.Now)
+}
+
+// openDB opens the service's database and registers it to be closed.
+func (s *system) openDB(ctx context.Context, m *module, migrations fs.FS) (*sqldb.DB, error) {
+	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations)
+	if err != nil {
+		return nil, fmt.Errorf("%s database: %w", m.name, err)
+	}
+	m.closers = append(m.closers, db.Close)
+	return db, nil
+}
+
+// connectNATS opens the service's own NATS connection and registers it to
+// be closed.
+func (s *system) connectNATS(m *module) (jetstream.JetStream, error) {
+	nc, err := natsbus.Connect(natsbus.ConnConfig{
+		Name: "blueprint-" + m.name, URL: s.cfg.NATSURL, Embedded: s.nats,
+	}, m.logger)
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, func() error { nc.Close(); return nil })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return js, nil
+}
+
+func buildUsers(ctx context.Context, s *system, m *module) error {
+	db, err := s.openDB(ctx, m, users.Migrations)
+	if err != nil {
+		return err
+	}
+	svc, err := users.NewService(db, time.Now)
+	if err != nil {
+		return err
+	}
+	v, err := s.verifier(users.Name, users.TrustedCallers)
+	if err != nil {
+		return err
+	}
+	m.handler = users.NewServer(svc, v, m.logger)
+	m.ready = db.Ping
+	return nil
+}
+
+func buildOrders(ctx context.Context, s *system, m *module) error {
+	db, err := s.openDB(ctx, m, orders.Migrations)
+	if err != nil {
+		return err
+	}
+	js, err := s.connectNATS(m)
+	if err != nil {
+		return err
+	}
+	relay := outbox.NewRelay(outbox.RelayConfig{
+		DB: db, JS: js,
+		Prepare: func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(s.cfg.NATSStreamReplicas))
+			return err
+		},
+		Owner: relayOwner(),
+		Poll:  s.cfg.OutboxPollInterval,
+		Batch: 100,
+		Logger: m.logger, Tracer: m.tel.Tracer, Propagator: m.tel.Propagator,
+	})
+	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now)
+	v, err := s.verifier(orders.Name, orders.TrustedCallers)
+	if err != nil {
+		return err
+	}
+	m.handler = orders.NewServer(svc, v, m.logger)
+	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
+	m.workers = append(m.workers, relay.Run, func(ctx context.Context) error {
+		return every(ctx, 10*time.Minute, func(ctx context.Context) {
+			if n, err := svc.PurgeExpiredKeys(ctx); err != nil {
+				m.logger.WarnContext(ctx, "purge idempotency keys failed", "error", err.Error())
+			} else if n > 0 {
+				m.logger.InfoContext(ctx, "purged expired idempotency keys", "count", n)
+			}
+		})
+	})
+	return nil
+}
+
+// relayOwner names this process's relay in outbox leases.
+func relayOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// every runs fn each period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(context.Context)) error {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
+
+func buildNotifications(ctx context.Context, s *system, m *module) error {
+	db, err := s.openDB(ctx, m, notifications.Migrations)
+	if err != nil {
+		return err
+	}
+	js, err := s.connectNATS(m)
+	if err != nil {
+		return err
+	}
+	usersClient, err := s.upstream(m.tel, s.minter(notifications.Name), users.Name)
+	if err != nil {
+		return err
+	}
+	worker, err := notifications.NewWorker(notifications.WorkerConfig{
+		JS: js, DB: db,
+		Directory:      notifications.UsersDirectory{Users: usersClient},
+		Channel:        notifications.LogChannel{Logger: m.logger},
+		StreamReplicas: s.cfg.NATSStreamReplicas,
+		Concurrency:    s.cfg.WorkerConcurrency,
+		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
+		Now: time.Now,
+	})
+	if err != nil {
+		return err
+	}
+	v, err := s.verifier(notifications.Name, notifications.TrustedCallers)
+	if err != nil {
+		return err
+	}
+	m.handler = notifications.NewServer(notifications.NewService(db), v, m.logger)
+	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
+	m.workers = append(m.workers, worker.Run)
+	return nil
+}
+
+func buildGateway(_ context.Context, s *system, m *module) error {
+	accessKeys, err := s.keys.Bundle.Access.PublicKeys()
+	if err != nil {
+		return fmt.Errorf("access keys: %w", err)
+	}
+	minter := s.minter(gateway.Name)
+	var up gateway.Upstreams
+	for service, client := range map[string]**upstream.Client{
+		users.Name: &up.Users, orders.Name: &up.Orders, notifications.Name: &up.Notifications,
+	} {
+		if *client, err = s.upstream(m.tel, minter, service); err != nil {
+			return err
+		}
+	}
+	var limits gateway.RateLimits
+	if s.cfg.RateLimitsEnabled {
+		limits = gateway.RateLimits{
+			PerSecond: s.cfg.RateLimitRPS, Burst: s.cfg.RateLimitBurst,
+			LoginPerMinute: s.cfg.LoginRateLimit, LoginFailures: s.cfg.LoginFailureLimit,
+		}
+	}
+	tokens := auth.NewAccessTokens(s.keys.Access, accessKeys, time.Now)
+	m.handler = gateway.New(tokens, up, limits, m.logger, time.Now).Handler()
+	m.ready = func(context.Context) error { return nil } // no dependency of its own
+	return nil
+}
+
+// loadKeys returns the keys of this process: from --keys-dir when set, else
+// made in memory (only possible when every service runs here).
+func (s *system) loadKeys() error {
+	var err error
+	if s.cfg.KeysDir == "" {
+		s.keys, err = auth.GenerateKeyring(services)
+		return err
+	}
+	s.keys, err = auth.LoadKeyring(s.cfg.KeysDir, s.cfg.targets, s.cfg.runs(gateway.Name))
+	if err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	return nil
+}
+
+// startNATS starts the embedded server when a service here needs NATS and
+// no NATS_URL is set.
+func (s *system) startNATS() error {
+	if s.cfg.NATSURL != "" || (!s.cfg.runs(orders.Name) && !s.cfg.runs(notifications.Name)) {
+		return nil
+	}
+	var err error
+	s.nats, err = natsbus.StartEmbedded(natsbus.EmbeddedConfig{
+		StoreDir: filepath.Join(s.cfg.DataDir, "nats"),
+		Listen:   s.cfg.NATSEmbeddedAddr,
+	}, s.logger.With("service", "nats"))
+	return err
+}
+
+// listen binds every listener before anything starts, so a port in use is
+// one clear error at start and callers in this process know the real
+// addresses (port 0 included).
+func (s *system) listen() ([]*module, error) {
+	var mods []*module
+	fail := func(err error) ([]*module, error) {
+		for _, m := range mods {
+			m.close()
+		}
+		return nil, err
+	}
+	for _, name := range s.cfg.targets {
+		sc := s.cfg.Services[name]
+		ln, err := net.Listen("tcp", sc.Addr)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", name, err))
+		}
+		m := &module{name: name, ln: ln, logger: s.logger.With("service", name)}
+		mods = append(mods, m)
+		if m.ops, err = net.Listen("tcp", sc.OpsAddr); err != nil {
+			return fail(fmt.Errorf("%s ops: %w", name, err))
+		}
+		s.listeners[name] = ln
+	}
+	return mods, nil
+}
+
+// close releases what a module holds when it never ran.
+func (m *module) close() {
+	for _, c := range slices.Backward(m.closers) {
+		_ = c()
+	}
+	if m.ln != nil {
+		m.ln.Close()
+	}
+	if m.ops != nil {
+		m.ops.Close()
+	}
+	if m.tel != nil {
+		_ = m.tel.Shutdown(context.Background())
+	}
+}
+
+// run serves the module until ctx ends, then stops it in order: the API
+// drains its requests while the workers finish what they hold, then the ops
+// listener closes, then connections and databases, then telemetry flushes.
+func (m *module) run(ctx context.Context, s *system) error {
+	api := httpx.Instrument(m.handler, m.logger, *m.tel)
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- httpx.Serve(opsCtx, m.ops, m.opsHandler(s), m.logger, time.Second) }() // ends after stopOps
+
+	results := make(chan error, 1+len(m.workers))
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { results <- httpx.Serve(runCtx, m.ln, api, m.logger, s.cfg.ShutdownTimeout) }()
+	for _, w := range m.workers {
+		go func() { results <- w(runCtx) }() // each returns once runCtx ends
+	}
+	var errs []error
+	for range 1 + len(m.workers) {
+		if err := <-results; err != nil {
+			errs = append(errs, err)
+			cancel() // one part failing stops the module
+		}
+	}
+	stopOps()
+	errs = append(errs, <-opsDone)
+	for _, c := range slices.Backward(m.closers) {
+		errs = append(errs, c())
+	}
+	errs = append(errs, m.tel.Shutdown(context.WithoutCancel(ctx)))
+	return errors.Join(errs...)
+}
