@@ -173,9 +173,9 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 			_, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(s.cfg.NATSStreamReplicas))
 			return err
 		},
-		Owner: relayOwner(),
-		Poll:  s.cfg.OutboxPollInterval,
-		Batch: 100,
+		Owner:  relayOwner(),
+		Poll:   s.cfg.OutboxPollInterval,
+		Batch:  100,
 		Logger: m.logger, Tracer: m.tel.Tracer, Propagator: m.tel.Propagator,
 	})
 	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now)

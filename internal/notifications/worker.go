@@ -146,7 +146,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		slots <- struct{}{} // back-pressure: the next pull waits for a free slot
-		wg.Go(func() { // ends when handle returns; handle is bounded by handleTimeout
+		wg.Go(func() {      // ends when handle returns; handle is bounded by handleTimeout
 			defer func() { <-slots }()
 			w.handle(context.WithoutCancel(ctx), m)
 		})
