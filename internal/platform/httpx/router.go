@@ -19,7 +19,7 @@ type Router struct {
 // NewRouter returns an empty Router.
 func NewRouter() *Router {
 	rt := &Router{mux: http.NewServeMux()}
-	rt.mux.HandleFunc("/", rt.notFound)
+	rt.mux.HandleFunc("/", rt.fallback)
 	return rt
 }
 
@@ -30,7 +30,7 @@ func (rt *Router) Handle(pattern string, h http.Handler) {
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != path.Clean(r.URL.Path) || !strings.HasPrefix(r.URL.Path, "/") {
-		rt.notFound(w, r)
+		notFound(w, r)
 		return
 	}
 	rt.mux.ServeHTTP(w, r)
@@ -39,9 +39,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // probeMethods are the methods tried to tell a 405 from a 404.
 var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 
-// notFound runs only on the error path, so probing the mux once per method
-// to build the Allow header costs nothing on the hot path.
-func (rt *Router) notFound(w http.ResponseWriter, r *http.Request) {
+// fallback answers what no route matched: 405 when the path has routes for
+// other methods, else 404. It runs only on the error path, so probing the
+// mux once per method to build the Allow header costs the hot path nothing.
+func (rt *Router) fallback(w http.ResponseWriter, r *http.Request) {
 	var allow []string
 	for _, m := range probeMethods {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
@@ -51,9 +52,14 @@ func (rt *Router) notFound(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
+		// 4xx problems are never logged, so no logger is needed.
 		WriteError(w, r, nil, apperr.New(apperr.MethodNotAllowed, "method_not_allowed",
 			r.Method+" is not allowed on "+r.URL.Path))
 		return
 	}
+	notFound(w, r)
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, r, nil, apperr.New(apperr.NotFound, "not_found", "no route for "+r.URL.Path))
 }
