@@ -50,7 +50,10 @@ Every flag has an environment variable; flags win. 'blueprint help run' lists th
 // arguments (without the program name), environment and output.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd, rest := "run", args
-	if len(args) > 0 && !isFlag(args[0]) {
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		cmd, rest = "help", nil
+	case len(args) > 0 && !isFlag(args[0]):
 		cmd, rest = args[0], args[1:]
 	}
 	switch cmd {

@@ -1,0 +1,151 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := Run(context.Background(), args, func(k string) string { return env[k] }, &out, io.Discard)
+	return out.String(), err
+}
+
+// TestBadConfigurationFailsWithOneLine: a mistake in the environment or on
+// the command line stops the program before it starts anything, with exit
+// status 2 and one line naming what is wrong.
+func TestBadConfigurationFailsWithOneLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown target", map[string]string{"BLUEPRINT_TARGET": "billing"}, nil, "BLUEPRINT_TARGET"},
+		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
+		{"bad duration", map[string]string{"UPSTREAM_TIMEOUT": "soon"}, nil, "UPSTREAM_TIMEOUT"},
+		{"zero duration", map[string]string{"OUTBOX_POLL_INTERVAL": "0s"}, nil, "OUTBOX_POLL_INTERVAL"},
+		{"bad address", map[string]string{"USERS_ADDR": "3002"}, nil, "USERS_ADDR"},
+		{"bad ops address", map[string]string{"GATEWAY_OPS_ADDR": "localhost"}, nil, "GATEWAY_OPS_ADDR"},
+		{"bad upstream URL", map[string]string{"ORDERS_URL": "ftp://orders:3003"}, nil, "ORDERS_URL"},
+		{"bad NATS URL", map[string]string{"NATS_URL": "http://nats:4222"}, nil, "NATS_URL"},
+		{"bad database URL", map[string]string{"USERS_DATABASE_URL": "mysql://db/users"}, nil, "USERS_DATABASE_URL"},
+		{"bad number", map[string]string{"NOTIFICATIONS_CONCURRENCY": "many"}, nil, "NOTIFICATIONS_CONCURRENCY"},
+		{"zero concurrency", map[string]string{"NOTIFICATIONS_CONCURRENCY": "0"}, nil, "NOTIFICATIONS_CONCURRENCY"},
+		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
+		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
+		{"too many replicas", map[string]string{"NATS_STREAM_REPLICAS": "7"}, nil, "NATS_STREAM_REPLICAS"},
+		{"one service without keys", nil, []string{"run", "--target=orders"}, "BLUEPRINT_KEYS_DIR"},
+		{"bad flag value", nil, []string{"run", "--upstream-timeout=soon"}, "upstream-timeout"},
+		{"unknown flag", nil, []string{"run", "--colour"}, "colour"},
+		{"stray argument", nil, []string{"run", "now"}, "now"},
+		{"unknown command", nil, []string{"launch"}, "launch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := run(t, tc.env, tc.args...)
+			if err == nil {
+				t.Fatalf("Run = nil, want a configuration error")
+			}
+			if code := ExitCode(err); code != 2 {
+				t.Errorf("ExitCode(%v) = %d, want 2", err, code)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error = %q, want one line naming %s", msg, tc.want)
+			}
+		})
+	}
+}
+
+// TestPortInUse: a listener that cannot bind fails the start with one error
+// naming the service, before anything else runs.
+func TestPortInUse(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	args := []string{"run", "--data-dir", t.TempDir()}
+	for _, s := range services {
+		args = append(args, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
+	}
+	args = append(args, "--gateway-addr", ln.Addr().String())
+	_, err = run(t, nil, args...)
+	if err == nil || !strings.Contains(err.Error(), "gateway") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Run with the gateway port taken = %v, want an error naming the gateway and the busy address", err)
+	}
+	if code := ExitCode(err); code != 1 {
+		t.Errorf("ExitCode = %d, want 1", code)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	out, err := run(t, nil, "--help")
+	if err != nil {
+		t.Fatalf("Run(--help) = %v", err)
+	}
+	for _, want := range []string{"blueprint demo", "blueprint keys generate", "Usage:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help does not mention %q:\n%s", want, out)
+		}
+	}
+	out, err = run(t, nil, "help", "run")
+	if err != nil {
+		t.Fatalf("Run(help run) = %v", err)
+	}
+	for _, v := range Variables() {
+		if v.Env != "" && !strings.Contains(out, v.Env) {
+			t.Errorf("help run does not mention %s", v.Env)
+		}
+	}
+}
+
+func TestKeysGenerate(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := run(t, nil, "keys", "generate", "--out", dir); err != nil {
+		t.Fatalf("keys generate = %v", err)
+	}
+	for _, f := range []string{"access.pem", "trust.json", "gateway.pem", "users.pem", "orders.pem", "notifications.pem"} {
+		info, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatalf("keys generate did not write %s: %v", f, err)
+		}
+		if perm := info.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s mode = %o, want 600", f, perm)
+		}
+	}
+	_, err := run(t, nil, "keys", "generate", "--out", dir)
+	if err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Errorf("second keys generate = %v, want a refusal to overwrite", err)
+	}
+	if _, err := run(t, nil, "keys", "generate"); ExitCode(err) != 2 {
+		t.Errorf("keys generate without --out = %v, want a usage error", err)
+	}
+}
+
+// TestREADMEListsEveryVariable keeps the README's configuration table in
+// step with the code: every variable `run` reads appears there.
+func TestREADMEListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range Variables() {
+		if !bytes.Contains(readme, []byte("`"+v.Env+"`")) {
+			t.Errorf("README does not list %s (--%s, default %q)", v.Env, v.Flag, v.Default)
+		}
+	}
+}
