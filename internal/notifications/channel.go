@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 )
 
 // LogChannel "delivers" by writing a log line: the default channel, so the
@@ -29,5 +30,6 @@ func maskEmail(email string) string {
 	if !ok || local == "" {
 		return "***"
 	}
-	return local[:1] + "***@" + domain
+	_, size := utf8.DecodeRuneInString(local)
+	return local[:size] + "***@" + domain
 }

@@ -75,6 +75,7 @@ type Worker struct {
 
 // NewWorker returns a worker; Run starts it.
 func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	cfg.Concurrency = max(1, cfg.Concurrency)
 	w := &Worker{cfg: cfg, tracer: cfg.Tracer.Tracer("github.com/ds-blueprint/blueprint/internal/notifications")}
 	m := cfg.Meter.Meter("github.com/ds-blueprint/blueprint/internal/notifications")
 	var err error
@@ -249,8 +250,17 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 	}
 	sentAt := sqldb.NewTime(w.cfg.Now()).Time
 	n.SentAt = &sentAt
-	if _, err := record(ctx, w.cfg.DB, ev.ID, n); err != nil {
+	inserted, err := record(ctx, w.cfg.DB, ev.ID, n)
+	if err != nil {
 		return err
+	}
+	if !inserted {
+		// Another replica recorded this event first while both delivered:
+		// possible only when two copies of one event arrive together (a
+		// re-publish after the duplicates window). Channels that call out
+		// send the event id as an idempotency key for this case.
+		w.cfg.Logger.WarnContext(ctx, "event already recorded by another worker", "event_id", ev.ID)
+		return nil
 	}
 	w.sent.Add(ctx, 1, metric.WithAttributes(attribute.String("channel", n.Channel)))
 	return nil

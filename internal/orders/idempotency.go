@@ -27,7 +27,8 @@ var (
 // concurrent duplicate sees it and answers 409 at once instead of creating a
 // second order.
 func (s *Service) claimKey(ctx context.Context, userID, key, hash string) (*Order, error) {
-	now := s.now()
+	// Compare at the precision the database keeps, as PurgeExpiredKeys does.
+	now := sqldb.NewTime(s.now()).Time
 	var prior *Order
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `

@@ -95,10 +95,13 @@ type Created struct {
 }
 
 // Create places an order for the user. With a key, it is idempotent.
-// Errors: Invalid "idempotency_key_reused" when the key was used with
+// Errors: Invalid "validation" when n breaks a rule; Invalid "idempotency_key_reused" when the key was used with
 // another body; Conflict "idempotency_key_in_flight" while a request with
 // the key is still running.
 func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (Created, error) {
+	if problems := n.Valid(ctx); len(problems) > 0 {
+		return Created{}, apperr.Validation(problems)
+	}
 	if key != "" {
 		prior, err := s.claimKey(ctx, userID, key, n.hash())
 		if err != nil || prior != nil {

@@ -4,6 +4,7 @@ import (
 	"embed"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
@@ -78,7 +79,7 @@ func idempotencyKey(r *http.Request) (string, error) {
 		return "", nil
 	case len(values) > 1:
 		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be sent once"})
-	case len(values[0]) < 1 || len(values[0]) > maxKeyLen:
+	case values[0] == "" || utf8.RuneCountInString(values[0]) > maxKeyLen:
 		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be 1 to 255 characters"})
 	}
 	return values[0], nil

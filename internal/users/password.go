@@ -84,6 +84,10 @@ func (h *hasher) check(ctx context.Context, password, encoded string) (bool, err
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &memory, &passes, &threads); err != nil {
 		return false, fmt.Errorf("password hash: parameters %q: %w", parts[3], err)
 	}
+	// A corrupt row must not crash a login or allocate gigabytes.
+	if memory < 8 || memory > 1<<20 || passes < 1 || passes > 16 || threads < 1 || threads > 16 {
+		return false, fmt.Errorf("password hash: parameters %q out of range", parts[3])
+	}
 	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
 	if err != nil {
 		return false, fmt.Errorf("password hash: salt: %w", err)

@@ -63,12 +63,20 @@ func (k PrivateKey) Public() PublicKey {
 	return PublicKey{ID: k.ID, Key: k.Key.Public().(ed25519.PublicKey)}
 }
 
-// String and LogValue keep the key material out of logs and error messages
-// even when a key is printed by mistake.
+// String, GoString, LogValue and MarshalJSON keep the key material out of
+// logs, error messages and JSON even when a key (or a struct holding one) is
+// printed by mistake: only the key id shows.
 func (k PrivateKey) String() string { return "PrivateKey(" + k.ID + ")" }
+
+// GoString implements fmt.GoStringer, for %#v.
+func (k PrivateKey) GoString() string { return k.String() }
 
 // LogValue implements slog.LogValuer.
 func (k PrivateKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// MarshalJSON implements json.Marshaler; slog's JSON handler uses it for a
+// key nested in a logged struct.
+func (k PrivateKey) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
 
 // thumbprint is the RFC 7638 JWK thumbprint, used as the key id: it is
 // derived from the key, so the same key always has the same kid.

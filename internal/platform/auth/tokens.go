@@ -62,7 +62,13 @@ func sign(key PrivateKey, typ string, claims jwt.Claims) (string, error) {
 // keyFor picks the verification key from the kid and the claimed issuer.
 func verify(token, typ, issuer, audience string, now func() time.Time,
 	keyFor func(kid, iss string) (PublicKey, bool)) (*jwt.RegisteredClaims, error) {
+	// One token, one spelling: base64 decoders skip line breaks and ignore
+	// unused bits, which would let one token be written many ways.
+	if !compactJWS(token) {
+		return nil, unauthorized("not a compact JWS", nil)
+	}
 	opts := []jwt.ParserOption{
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
@@ -92,6 +98,21 @@ func verify(token, typ, issuer, audience string, now func() time.Time,
 		return nil, unauthorized("no subject", nil)
 	}
 	return claims, nil
+}
+
+// compactJWS reports whether token is three base64url segments.
+func compactJWS(token string) bool {
+	dots := 0
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case c == '.':
+			dots++
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return dots == 2
 }
 
 // keyIndex maps key ids to keys.

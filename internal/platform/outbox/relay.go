@@ -56,8 +56,20 @@ const (
 	maxBackoff    = 5 * time.Second
 )
 
+// Defaults for a RelayConfig that leaves Poll or Batch unset.
+const (
+	defaultPoll  = time.Second
+	defaultBatch = 100
+)
+
 // NewRelay returns a relay; Run starts it.
 func NewRelay(cfg RelayConfig) *Relay {
+	if cfg.Poll <= 0 {
+		cfg.Poll = defaultPoll
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = defaultBatch
+	}
 	return &Relay{
 		cfg:    cfg,
 		tracer: cfg.Tracer.Tracer("github.com/ds-blueprint/blueprint/internal/platform/outbox"),
@@ -92,6 +104,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			n, err = r.relayBatch(context.WithoutCancel(ctx))
 		}
 		if err != nil {
+			// Declare again before the next try: the server that failed may
+			// come back without the stream (a new node, a lost store).
+			// Declaring is idempotent and cheap.
+			prepared = false
 			r.cfg.Logger.WarnContext(ctx, "outbox relay failed; retrying", "error", err.Error(), "retry_in", backoff.String())
 			if !sleep(ctx, backoff) {
 				return nil

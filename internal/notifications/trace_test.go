@@ -1,0 +1,116 @@
+package notifications
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+)
+
+func TestWorkerContinuesTheEventsTrace(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.WithoutCancel(t.Context())) })
+
+	// The first delivery fails, so the trace shows the retry: two process
+	// spans, attempts 1 and 2, both in the order's trace.
+	ch := &fakeChannel{failures: 1}
+	cfg := env.workerConfig(t, newFakeDirectory(map[string]string{"user-1": "ada@example.com"}), ch)
+	cfg.Tracer = tp
+	cfg.Propagator = propagation.TraceContext{}
+	runWorker(t, newTestWorker(t, cfg))
+
+	// The span of the request that created the order, as the outbox relay
+	// carries it: its context in the message's traceparent header.
+	ctx, parent := tp.Tracer("test").Start(t.Context(), "POST /orders")
+	hdr := nats.Header{}
+	propagation.TraceContext{}.Inject(ctx, natsbus.Header(hdr))
+	parent.End()
+	if hdr.Get("traceparent") == "" {
+		t.Fatalf("no traceparent injected: %v", hdr)
+	}
+	ev := newEvent("user-1")
+	publish(t, env.js, mustJSON(t, ev), ev.ID, hdr)
+
+	var process, deliver []sdktrace.ReadOnlySpan
+	waitFor(t, 15*time.Second, "two process spans and two deliver spans", func() bool {
+		process, deliver = nil, nil
+		for _, s := range rec.Ended() {
+			switch s.Name() {
+			case "process orders.created":
+				process = append(process, s)
+			case "deliver " + fakeChannelName:
+				deliver = append(deliver, s)
+			}
+		}
+		return len(process) == 2 && len(deliver) == 2
+	})
+
+	psc := parent.SpanContext()
+	for i, p := range process {
+		attempt := int64(i + 1)
+		t.Run(fmt.Sprintf("process attempt %d", attempt), func(t *testing.T) {
+			if got := p.SpanContext().TraceID(); got != psc.TraceID() {
+				t.Errorf("trace id = %v, want the order's %v", got, psc.TraceID())
+			}
+			if got := p.Parent().SpanID(); got != psc.SpanID() {
+				t.Errorf("parent span = %v, want the publishing span %v", got, psc.SpanID())
+			}
+			if !p.Parent().IsRemote() {
+				t.Errorf("parent is local, want remote (extracted from the message)")
+			}
+			if got := p.SpanKind(); got != trace.SpanKindConsumer {
+				t.Errorf("kind = %v, want %v", got, trace.SpanKindConsumer)
+			}
+			attrs := attribute.NewSet(p.Attributes()...)
+			for _, want := range []attribute.KeyValue{
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.operation.type", "process"),
+				attribute.String("messaging.destination.name", "orders.created"),
+				attribute.String("messaging.consumer.group.name", ConsumerName),
+				attribute.String("messaging.message.id", ev.ID),
+				attribute.Int64("messaging.nats.delivery.attempt", attempt),
+				attribute.String("blueprint.order.id", ev.Data.OrderID),
+			} {
+				if got, ok := attrs.Value(want.Key); !ok || got != want.Value {
+					t.Errorf("attribute %s = %v (present %v), want %v", want.Key, got.Emit(), ok, want.Value.Emit())
+				}
+			}
+			wantStatus := codes.Unset
+			if attempt == 1 {
+				wantStatus = codes.Error // the failed attempt
+			}
+			if got := p.Status().Code; got != wantStatus {
+				t.Errorf("status = %v, want %v", got, wantStatus)
+			}
+
+			var child sdktrace.ReadOnlySpan
+			for _, d := range deliver {
+				if d.Parent().SpanID() == p.SpanContext().SpanID() {
+					child = d
+				}
+			}
+			if child == nil {
+				t.Fatalf("no deliver span is a child of process span %v", p.SpanContext().SpanID())
+			}
+			if got := child.SpanContext().TraceID(); got != psc.TraceID() {
+				t.Errorf("deliver trace id = %v, want %v", got, psc.TraceID())
+			}
+			if got := child.Status().Code; got != wantStatus {
+				t.Errorf("deliver status = %v, want %v", got, wantStatus)
+			}
+		})
+	}
+}
