@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -84,6 +85,7 @@ func ParseOrderCreated(body []byte) (Envelope[OrderCreatedData], error) {
 		}
 	}
 	if len(missing) > 0 {
+		slices.Sort(missing)
 		return e, fmt.Errorf("%w: missing %v", ErrMalformed, missing)
 	}
 	if e.SpecVersion != specVersion || e.Type != TypeOrderCreated {

@@ -117,6 +117,9 @@ func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
 					logger.ErrorContext(r.Context(), "panic after response started", "error", err)
 				}
 			}
+			if rec.status == 0 {
+				rec.status = http.StatusOK // what net/http sends for a handler that wrote nothing
+			}
 			logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("method", r.Method),
 				slog.String("route", r.Pattern),

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -96,7 +97,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// commit durable before the client hears 201, power loss included;
 	// busy_timeout covers the moments the read pool and the write connection
 	// meet; foreign keys are off by default in SQLite.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+	// The path goes into a file: URI, where ?, # and % mean something.
+	uriPath := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	dsn := "file:" + uriPath + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
@@ -120,7 +123,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 }
 
 func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
-	dir, err := fs.Sub(migrations, filepath.Join("migrations", string(db.Dialect)))
+	dir, err := fs.Sub(migrations, path.Join("migrations", string(db.Dialect)))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
