@@ -86,12 +86,3 @@ func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
-
-// Secret is a string that never reaches a log: it prints as [REDACTED].
-type Secret string
-
-// LogValue implements slog.LogValuer.
-func (Secret) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
-
-// String keeps fmt from printing the secret too.
-func (Secret) String() string { return "[REDACTED]" }
