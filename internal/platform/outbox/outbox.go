@@ -15,7 +15,7 @@
 //
 // The table (created by the owning service's migrations):
 //
-//	outbox(id, subject, payload, headers, created_at, sent_at, claimed_by, claimed_until, attempts)
+//	outbox(id, subject, payload, headers, created_at, sent_at, sent_by, claimed_by, claimed_until, attempts)
 package outbox
 
 import (
@@ -106,19 +106,21 @@ func claim(ctx context.Context, db *sqldb.DB, owner string, limit int, lease tim
 	return msgs, nil
 }
 
-// markSent records that JetStream acknowledged the messages.
-func markSent(ctx context.Context, db *sqldb.DB, ids []string, now time.Time) error {
+// markSent records that JetStream acknowledged the messages and which relay
+// published them. A row already marked by another relay keeps its mark.
+func markSent(ctx context.Context, db *sqldb.DB, owner string, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	args := []any{sqldb.NewTime(now)}
+	args := []any{sqldb.NewTime(now), owner}
 	marks := make([]string, len(ids))
 	for i, id := range ids {
 		args = append(args, id)
-		marks[i] = fmt.Sprintf("$%d", i+2)
+		marks[i] = fmt.Sprintf("$%d", i+3)
 	}
 	_, err := db.ExecContext(ctx,
-		`UPDATE outbox SET sent_at = $1, claimed_by = NULL, claimed_until = NULL WHERE id IN (`+strings.Join(marks, ",")+`)`,
+		`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
+		WHERE sent_at IS NULL AND id IN (`+strings.Join(marks, ",")+`)`,
 		args...)
 	if err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)

@@ -189,7 +189,7 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 		}
 	}
-	if err := markSent(ctx, r.cfg.DB, sent, r.now()); err != nil {
+	if err := markSent(ctx, r.cfg.DB, r.cfg.Owner, sent, r.now()); err != nil {
 		errs = append(errs, err)
 	}
 	return len(msgs), errors.Join(errs...)

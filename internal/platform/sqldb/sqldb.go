@@ -1,4 +1,4 @@
-// Package sqldb opens a service's SQL database, applies its embedded
+// Package sqldb opens a service's SQL database (SQLite or PostgreSQL), applies its embedded
 // migrations and runs transactions. Services write one set of SQL that both
 // dialects accept ($1 placeholders, RETURNING, ON CONFLICT); the few
 // differences are chosen by Dialect.
@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -54,8 +55,8 @@ func Open(ctx context.Context, url string, migrations fs.FS) (*DB, error) {
 	switch dialect {
 	case SQLite:
 		db, err = openSQLite(ctx, target)
-	default:
-		err = fmt.Errorf("the %s backend is not available", dialect)
+	case Postgres:
+		db, err = openPostgres(ctx, target)
 	}
 	if err != nil {
 		return nil, err
@@ -127,11 +128,17 @@ func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	gooseDialect := goose.DialectSQLite3
+	gooseDialect, opts := goose.DialectSQLite3, []goose.ProviderOption(nil)
 	if db.Dialect == Postgres {
-		gooseDialect = goose.DialectPostgres
+		// Replicas start together: an advisory lock makes one of them apply
+		// the migrations while the others wait and then find nothing to do.
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return fmt.Errorf("migrations lock: %w", err)
+		}
+		gooseDialect, opts = goose.DialectPostgres, append(opts, goose.WithSessionLocker(locker))
 	}
-	p, err := goose.NewProvider(gooseDialect, db.write, dir)
+	p, err := goose.NewProvider(gooseDialect, db.write, dir, opts...)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}

@@ -25,7 +25,8 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 
--- The transactional outbox (see internal/platform/outbox).
+-- The transactional outbox (see internal/platform/outbox). sent_by records
+-- which relay published each event.
 CREATE TABLE outbox (
     id            TEXT PRIMARY KEY,        -- event id, also the Nats-Msg-Id
     subject       TEXT NOT NULL,
@@ -33,6 +34,7 @@ CREATE TABLE outbox (
     headers       TEXT NOT NULL,           -- trace context of the request, JSON
     created_at    TEXT NOT NULL,
     sent_at       TEXT,
+    sent_by       TEXT,
     claimed_by    TEXT,
     claimed_until TEXT,
     attempts      INTEGER NOT NULL DEFAULT 0
