@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,6 +45,10 @@ type Config struct {
 	Services map[string]*serviceConfig
 
 	NATSURL            string
+	NATSCreds          string
+	NATSTLSCA          string
+	NATSTLSCert        string
+	NATSTLSKey         string
 	NATSEmbeddedAddr   string
 	NATSStreamReplicas int
 
@@ -68,21 +73,34 @@ var defaultPorts = map[string][2]int{
 	gateway.Name: {3001, 9101}, users.Name: {3002, 9102}, orders.Name: {3003, 9103}, notifications.Name: {3004, 9104},
 }
 
-// registerFlags declares every setting of `run`.
-func (c *Config) registerFlags(f *flags) {
+// registerStorageFlags declares where each service keeps its data: the
+// settings `run` and `migrate` share.
+func (c *Config) registerStorageFlags(f *flags) {
 	f.String(&c.Target, "target", "BLUEPRINT_TARGET", "all",
 		"services to run: all, or a comma list of gateway, users, orders, notifications")
 	f.String(&c.DataDir, "data-dir", "BLUEPRINT_DATA_DIR", "./.blueprint",
 		"directory for the embedded databases and NATS store")
+	c.Services = map[string]*serviceConfig{}
+	for _, s := range services {
+		sc := &serviceConfig{}
+		c.Services[s] = sc
+		if _, ok := migrations[s]; ok {
+			f.String(&sc.DatabaseURL, s+"-database-url", strings.ToUpper(s)+"_DATABASE_URL", "",
+				"postgres://… or sqlite:<path>; empty: sqlite:<data-dir>/"+s+".db")
+		}
+	}
+}
+
+// registerFlags declares every setting of `run`.
+func (c *Config) registerFlags(f *flags) {
+	c.registerStorageFlags(f)
 	f.String(&c.KeysDir, "keys-dir", "BLUEPRINT_KEYS_DIR", "",
 		"directory of keys from `blueprint keys generate`; empty makes keys in memory (target all only)")
 	f.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)")
 
-	c.Services = map[string]*serviceConfig{}
 	for _, s := range services {
-		sc := &serviceConfig{}
-		c.Services[s] = sc
+		sc := c.Services[s]
 		up := strings.ToUpper(s)
 		ports := defaultPorts[s]
 		f.String(&sc.Addr, s+"-addr", up+"_ADDR", fmt.Sprintf("127.0.0.1:%d", ports[0]), s+" API listen address")
@@ -93,12 +111,14 @@ func (c *Config) registerFlags(f *flags) {
 		}
 		f.String(&sc.URL, s+"-url", up+"_URL", "",
 			fmt.Sprintf("%s base URLs, comma-separated; empty: this process's %s, else http://127.0.0.1:%d", s, s, ports[0]))
-		f.String(&sc.DatabaseURL, s+"-database-url", up+"_DATABASE_URL", "",
-			"postgres://… or sqlite:<path>; empty: sqlite:<data-dir>/"+s+".db")
 	}
 
 	f.String(&c.NATSURL, "nats-url", "NATS_URL", "",
 		"NATS server URLs, comma-separated; empty runs an embedded server")
+	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
+	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
+	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
+	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
 	f.String(&c.NATSEmbeddedAddr, "nats-embedded-addr", "NATS_EMBEDDED_ADDR", "",
 		"host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
 	f.Int(&c.NATSStreamReplicas, "nats-stream-replicas", "NATS_STREAM_REPLICAS", 1,
@@ -130,20 +150,13 @@ func (c *Config) registerFlags(f *flags) {
 // Validate checks the configuration and derives the target list. Every
 // problem is reported, each naming its variable.
 func (c *Config) Validate() error {
-	var errs []error
-	targets, err := parseTargets(c.Target)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	c.targets = targets
+	errs := c.validateStorage()
+	targets := c.targets
 	if _, err := telemetry.ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %w", err))
 	}
 	if _, err := telemetry.ParseLogFormat(c.LogFormat); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_FORMAT: %w", err))
-	}
-	if c.DataDir == "" {
-		errs = append(errs, errors.New("BLUEPRINT_DATA_DIR: must not be empty"))
 	}
 	if c.KeysDir == "" && len(targets) > 0 && len(targets) < len(services) {
 		errs = append(errs, errors.New("BLUEPRINT_KEYS_DIR: required unless --target=all, because services in different processes must share keys (make them with `blueprint keys generate`)"))
@@ -161,16 +174,26 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("%s_URL: %q is not an http(s) URL", up, u))
 			}
 		}
-		if sc.DatabaseURL != "" {
-			if _, _, err := sqldb.ParseURL(sc.DatabaseURL); err != nil {
-				errs = append(errs, fmt.Errorf("%s_DATABASE_URL: %w", up, err))
-			}
-		}
 	}
 	for _, u := range splitList(c.NATSURL) {
 		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
 			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
 		}
+	}
+	for env, file := range map[string]string{
+		"NATS_CREDS": c.NATSCreds, "NATS_TLS_CA": c.NATSTLSCA, "NATS_TLS_CERT": c.NATSTLSCert, "NATS_TLS_KEY": c.NATSTLSKey,
+	} {
+		if file == "" {
+			continue
+		}
+		if c.NATSURL == "" {
+			errs = append(errs, fmt.Errorf("%s: set, but NATS_URL is not (the embedded server needs no credentials)", env))
+		} else if _, err := os.Stat(file); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))
 	}
 	if c.NATSEmbeddedAddr != "" {
 		if _, _, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
@@ -194,15 +217,42 @@ func (c *Config) Validate() error {
 	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
 		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
 	}
-	if len(errs) > 0 {
-		// One line: the first problem, and how many more there are.
-		msg := "invalid configuration: " + errs[0].Error()
-		if len(errs) > 1 {
-			msg += fmt.Sprintf(" (and %d more)", len(errs)-1)
-		}
-		return &UsageError{msg: msg}
+	return oneLine(errs)
+}
+
+// validateStorage checks the settings registerStorageFlags declares and
+// derives the target list.
+func (c *Config) validateStorage() []error {
+	var errs []error
+	targets, err := parseTargets(c.Target)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	return nil
+	c.targets = targets
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("BLUEPRINT_DATA_DIR: must not be empty"))
+	}
+	for _, s := range services {
+		if u := c.Services[s].DatabaseURL; u != "" {
+			if _, _, err := sqldb.ParseURL(u); err != nil {
+				errs = append(errs, fmt.Errorf("%s_DATABASE_URL: %w", strings.ToUpper(s), err))
+			}
+		}
+	}
+	return errs
+}
+
+// oneLine turns configuration problems into the one-line usage error:
+// the first problem, and how many more there are.
+func oneLine(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msg := "invalid configuration: " + errs[0].Error()
+	if len(errs) > 1 {
+		msg += fmt.Sprintf(" (and %d more)", len(errs)-1)
+	}
+	return &UsageError{msg: msg}
 }
 
 // parseTargets turns "all" or a comma list into services in start order.

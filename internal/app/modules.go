@@ -57,6 +57,13 @@ var builders = map[string]func(context.Context, *system, *module) error{
 	gateway.Name:       buildGateway,
 }
 
+// migrations are the schemas of the services that own a database.
+var migrations = map[string]fs.FS{
+	users.Name:         users.Migrations,
+	orders.Name:        orders.Migrations,
+	notifications.Name: notifications.Migrations,
+}
+
 // system is what one `blueprint run` process shares between its modules.
 type system struct {
 	cfg     *Config
@@ -113,9 +120,10 @@ func (s *system) minter(service string) *auth.Minter {
 	return auth.NewMinter(service, s.keys.Identities[service], time.Now)
 }
 
-// openDB opens the service's database and registers it to be closed.
-func (s *system) openDB(ctx context.Context, m *module, migrations fs.FS) (*sqldb.DB, error) {
-	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations)
+// openDB opens the service's database, applying its migrations, and
+// registers it to be closed.
+func (s *system) openDB(ctx context.Context, m *module) (*sqldb.DB, error) {
+	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations[m.name])
 	if err != nil {
 		return nil, fmt.Errorf("%s database: %w", m.name, err)
 	}
@@ -128,6 +136,7 @@ func (s *system) openDB(ctx context.Context, m *module, migrations fs.FS) (*sqld
 func (s *system) connectNATS(m *module) (jetstream.JetStream, error) {
 	nc, err := natsbus.Connect(natsbus.ConnConfig{
 		Name: "blueprint-" + m.name, URL: s.cfg.NATSURL, Embedded: s.nats,
+		CredsFile: s.cfg.NATSCreds, TLSCA: s.cfg.NATSTLSCA, TLSCert: s.cfg.NATSTLSCert, TLSKey: s.cfg.NATSTLSKey,
 	}, m.logger)
 	if err != nil {
 		return nil, err
@@ -141,7 +150,7 @@ func (s *system) connectNATS(m *module) (jetstream.JetStream, error) {
 }
 
 func buildUsers(ctx context.Context, s *system, m *module) error {
-	db, err := s.openDB(ctx, m, users.Migrations)
+	db, err := s.openDB(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -159,7 +168,7 @@ func buildUsers(ctx context.Context, s *system, m *module) error {
 }
 
 func buildOrders(ctx context.Context, s *system, m *module) error {
-	db, err := s.openDB(ctx, m, orders.Migrations)
+	db, err := s.openDB(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -220,7 +229,7 @@ func every(ctx context.Context, period time.Duration, fn func(context.Context)) 
 }
 
 func buildNotifications(ctx context.Context, s *system, m *module) error {
-	db, err := s.openDB(ctx, m, notifications.Migrations)
+	db, err := s.openDB(ctx, m)
 	if err != nil {
 		return err
 	}

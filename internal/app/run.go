@@ -35,6 +35,8 @@ Usage:
   blueprint [run] [flags]           run services (all of them by default)
   blueprint demo [--gateway URL]    try the whole flow against a running gateway
   blueprint keys generate --out DIR make the keys of a multi-process deployment
+  blueprint migrate [flags]         apply the services' database migrations and exit
+  blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
   blueprint version                 print the version
   blueprint help [command]          show help
 
@@ -63,6 +65,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return demoCommand(ctx, rest, getenv, stdout)
 	case "keys":
 		return keysCommand(rest, stdout)
+	case "migrate":
+		return migrateCommand(ctx, rest, getenv, stdout)
+	case "nats":
+		return natsCommand(ctx, rest, getenv, stdout)
 	case "version":
 		_, err := fmt.Fprintln(stdout, "blueprint", version())
 		return err
@@ -91,7 +97,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys":
+	case "demo", "keys", "migrate", "nats":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)

@@ -120,6 +120,11 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", ConsumerName, err)
 	}
+	// On a cluster a new consumer answers only once its replicas have
+	// elected a leader; pulling before that fails until the next pull expiry.
+	if _, err := cons.Info(ctx); err != nil {
+		return nil, fmt.Errorf("consumer %s not ready: %w", ConsumerName, err)
+	}
 	return cons, nil
 }
 
@@ -151,10 +156,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			defer func() { <-slots }()
 			w.handle(context.WithoutCancel(ctx), m)
 		})
-	}, jetstream.PullMaxMessages(2*w.cfg.Concurrency), jetstream.ConsumeErrHandler(
-		func(_ jetstream.ConsumeContext, err error) {
-			w.cfg.Logger.WarnContext(ctx, "consume error", "error", err.Error())
-		}))
+	}, jetstream.PullMaxMessages(2*w.cfg.Concurrency),
+		// Short pulls: after a node is lost, a pull that went to it is
+		// noticed missing (no heartbeat) within seconds, not 30 s.
+		jetstream.PullExpiry(5*time.Second),
+		jetstream.ConsumeErrHandler(
+			func(_ jetstream.ConsumeContext, err error) {
+				w.cfg.Logger.WarnContext(ctx, "consume error", "error", err.Error())
+			}))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}

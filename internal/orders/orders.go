@@ -67,8 +67,9 @@ const (
 	maxKeyLen = 255
 	keyTTL    = 24 * time.Hour
 	// keyLock is how long a request holds its key; a request that crashed
-	// releases it when this passes.
-	keyLock = 30 * time.Second
+	// releases it when this passes. It outlasts any request: each of its two
+	// transactions is bounded by the database's statement timeout.
+	keyLock = 15 * time.Second
 )
 
 // Service implements the orders use cases.

@@ -351,9 +351,9 @@ func TestCreateIdempotency(t *testing.T) {
 			after    time.Duration
 			wantCode string // "" means the order is created
 		}{
-			{"29s", 29 * time.Second, "idempotency_key_in_flight"},
-			{"30s", 30 * time.Second, ""},
-			{"31s", 31 * time.Second, ""},
+			{"just before the lock ends", keyLock - time.Second, "idempotency_key_in_flight"},
+			{"as the lock ends", keyLock, ""},
+			{"after the lock", keyLock + time.Second, ""},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

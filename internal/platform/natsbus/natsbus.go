@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -30,6 +31,12 @@ type EmbeddedConfig struct {
 	// Listen, when set (host:port), also serves TCP clients such as the nats
 	// CLI. Empty means in-process connections only.
 	Listen string
+	// Name identifies the server; every node of a cluster needs its own.
+	Name string
+	// ClusterListen (host:port), when set, makes the server a cluster node
+	// that routes to the other nodes in Routes (nats://host:port URLs).
+	ClusterListen string
+	Routes        []string
 }
 
 // Embedded is a nats-server running inside this process.
@@ -41,21 +48,35 @@ type Embedded struct {
 // accepts connections.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	opts := &server.Options{
-		ServerName: "blueprint-embedded",
+		ServerName: cfg.Name,
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
 		DontListen: cfg.Listen == "",
 	}
+	if opts.ServerName == "" {
+		opts.ServerName = "blueprint-embedded"
+	}
+	var err error
 	if cfg.Listen != "" {
-		host, port, err := net.SplitHostPort(cfg.Listen)
-		if err != nil {
+		if opts.Host, opts.Port, err = splitHostPort(cfg.Listen); err != nil {
 			return nil, fmt.Errorf("embedded nats listen address: %w", err)
 		}
-		if opts.Port, err = strconv.Atoi(port); err != nil {
-			return nil, fmt.Errorf("embedded nats listen port: %w", err)
+	}
+	if cfg.ClusterListen != "" {
+		// JetStream in a cluster replicates streams with RAFT: each node
+		// must know the cluster's name and how to reach its peers.
+		opts.Cluster.Name = "blueprint"
+		if opts.Cluster.Host, opts.Cluster.Port, err = splitHostPort(cfg.ClusterListen); err != nil {
+			return nil, fmt.Errorf("embedded nats cluster address: %w", err)
 		}
-		opts.Host = host
+		for _, r := range cfg.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("embedded nats route %q: not a nats://host:port URL", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -68,6 +89,18 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		return nil, errors.New("embedded nats: not ready after 10s")
 	}
 	return &Embedded{srv: srv}, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", port, err)
+	}
+	return host, p, nil
 }
 
 // ClientURL is the TCP address of the embedded server, or "" when it does
@@ -103,6 +136,10 @@ type ConnConfig struct {
 	URL string
 	// Embedded, when set, is reached in-process.
 	Embedded *Embedded
+	// CredsFile is a NATS credentials file (user JWT and NKey seed).
+	CredsFile string
+	// TLS: a CA to trust, and a client certificate and key for mutual TLS.
+	TLSCA, TLSCert, TLSKey string
 }
 
 // Connect opens a connection that never gives up: it does not fail when the
@@ -133,12 +170,21 @@ func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
 			logger.Warn("nats error", "error", err.Error())
 		}),
 	}
-	url := cfg.URL
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	servers := cfg.URL
 	if cfg.Embedded != nil {
 		opts = append(opts, nats.InProcessServer(cfg.Embedded.srv))
-		url = ""
+		servers = ""
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(servers, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats connect: %w", err)
 	}

@@ -3,17 +3,21 @@ package sqldb
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// Pool limits for PostgreSQL. A service replica holds at most maxConns
-// connections: with 3 orders replicas that is 60 of PostgreSQL's default
-// 100, leaving room for the other services and for operators.
+// Pool limits for PostgreSQL. A service replica holds at most
+// defaultMaxConns connections unless its URL says otherwise with
+// pool_max_conns (the pgxpool convention): every replica of every service
+// shares the server's max_connections (100 by default), so
+// replicas × pool_max_conns must stay well below it.
 const (
-	maxConns        = 20
+	defaultMaxConns = 10
 	connMaxLifetime = 30 * time.Minute
 	connMaxIdleTime = 5 * time.Minute
 )
@@ -27,8 +31,22 @@ var defaultRuntimeParams = map[string]string{
 	"lock_timeout":                        "5s",
 }
 
-func openPostgres(ctx context.Context, url string) (*DB, error) {
-	cfg, err := pgx.ParseConfig(url)
+func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
+	// pool_max_conns is ours, not PostgreSQL's: take it out of the URL.
+	maxConns := defaultMaxConns
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres URL: %w", err)
+	}
+	q := u.Query()
+	if v := q.Get("pool_max_conns"); v != "" {
+		if maxConns, err = strconv.Atoi(v); err != nil || maxConns < 1 {
+			return nil, fmt.Errorf("postgres URL: pool_max_conns=%q is not a positive number", v)
+		}
+		q.Del("pool_max_conns")
+		u.RawQuery = q.Encode()
+	}
+	cfg, err := pgx.ParseConfig(u.String())
 	if err != nil {
 		return nil, fmt.Errorf("postgres URL: %w", err)
 	}
