@@ -1,0 +1,339 @@
+// Package localcluster starts Blueprint as production runs it, on one
+// machine: a NATS cluster with JetStream, every service as several OS
+// processes of the blueprint binary, each service with its own PostgreSQL
+// database, all on loopback ports. deploy/local runs it for people; the
+// cluster tests run it to kill processes in the middle of a load.
+package localcluster
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to create the databases
+)
+
+// Config says what to start.
+type Config struct {
+	// Binary is the blueprint binary every process runs.
+	Binary string
+	// Dir holds keys, NATS stores and one log file per process.
+	Dir string
+	// PostgresURL is a server on which the cluster may create databases.
+	PostgresURL string
+	// DatabasePrefix names the databases: <prefix>_users, _orders,
+	// _notifications. They are created when missing.
+	DatabasePrefix string
+	// Replicas per service, and the number of NATS nodes (1 or 3).
+	NATSNodes, Gateways, Users, Orders, Notifications int
+	// Env is added to every service's environment.
+	Env []string
+	// Log, when set, receives every process's output, each line prefixed
+	// with the process name.
+	Log io.Writer
+}
+
+// Process is one running OS process of the cluster.
+type Process struct {
+	Name string
+	// URL is where it serves: the API for a service, nats:// for a node.
+	URL string
+	// OpsURL is a service's ops listener.
+	OpsURL string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	cfg       Config
+	Processes []*Process // in start order
+	// Databases are the URLs of the services' databases, by service.
+	Databases map[string]string
+	// NATSURL lists every node, comma-separated, as services connect.
+	NATSURL string
+}
+
+// Start brings the whole cluster up and returns once every process has
+// said it is ready. On error it stops what it started.
+func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	c := &Cluster{cfg: cfg, Databases: map[string]string{}}
+	defer func() {
+		if err != nil {
+			_ = c.Stop()
+		}
+	}()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := c.createDatabases(ctx); err != nil {
+		return nil, err
+	}
+	keys := filepath.Join(cfg.Dir, "keys")
+	if _, err := os.Stat(filepath.Join(keys, "trust.json")); errors.Is(err, os.ErrNotExist) {
+		if out, err := exec.CommandContext(ctx, cfg.Binary, "keys", "generate", "--out", keys).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("keys generate: %v: %s", err, out)
+		}
+	}
+	if err := c.startNATS(ctx); err != nil {
+		return nil, err
+	}
+
+	// Every replica listens on its own ports; callers get every replica's
+	// address, comma-separated, and spread their calls over them.
+	type replica struct{ name, addr, ops string }
+	plan := map[string][]replica{}
+	counts := map[string]int{"users": cfg.Users, "orders": cfg.Orders, "notifications": cfg.Notifications, "gateway": cfg.Gateways}
+	urls := map[string][]string{}
+	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
+		for i := 1; i <= counts[s]; i++ {
+			addr, ops := freeAddr(), freeAddr()
+			if addr == "" || ops == "" {
+				return nil, errors.New("no free loopback port")
+			}
+			plan[s] = append(plan[s], replica{name: fmt.Sprintf("%s-%d", s, i), addr: addr, ops: ops})
+			urls[s] = append(urls[s], "http://"+addr)
+		}
+	}
+	env := append(os.Environ(),
+		"BLUEPRINT_KEYS_DIR="+keys,
+		"NATS_URL="+c.NATSURL,
+		fmt.Sprintf("NATS_STREAM_REPLICAS=%d", min(3, cfg.NATSNodes)),
+		"LOG_FORMAT=json",
+		"USERS_URL="+strings.Join(urls["users"], ","),
+		"ORDERS_URL="+strings.Join(urls["orders"], ","),
+		"NOTIFICATIONS_URL="+strings.Join(urls["notifications"], ","),
+		"USERS_DATABASE_URL="+c.Databases["users"],
+		"ORDERS_DATABASE_URL="+c.Databases["orders"],
+		"NOTIFICATIONS_DATABASE_URL="+c.Databases["notifications"],
+	)
+	env = append(env, cfg.Env...)
+	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
+		for _, r := range plan[s] {
+			up := strings.ToUpper(s)
+			p := &Process{Name: r.name, URL: "http://" + r.addr, OpsURL: "http://" + r.ops}
+			args := []string{"run", "--target=" + s, "--data-dir", filepath.Join(cfg.Dir, r.name)}
+			penv := append(env[:len(env):len(env)], up+"_ADDR="+r.addr, up+"_OPS_ADDR="+r.ops)
+			if err := c.start(ctx, p, args, penv, "blueprint ready"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// createDatabases makes each service's database on the PostgreSQL server.
+func (c *Cluster) createDatabases(ctx context.Context) error {
+	admin, err := sql.Open("pgx", c.cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer admin.Close()
+	base, err := url.Parse(c.cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("postgres URL: %w", err)
+	}
+	for _, s := range []string{"users", "orders", "notifications"} {
+		name := c.cfg.DatabasePrefix + "_" + s
+		var exists bool
+		if err := admin.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
+		if !exists {
+			if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+				return fmt.Errorf("create database %s: %w", name, err)
+			}
+		}
+		u := *base
+		u.Path = "/" + name
+		c.Databases[s] = u.String()
+	}
+	return nil
+}
+
+// DropDatabases removes the databases Start created.
+func (c *Cluster) DropDatabases(ctx context.Context) error {
+	admin, err := sql.Open("pgx", c.cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	var errs []error
+	for _, s := range []string{"users", "orders", "notifications"} {
+		_, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+c.cfg.DatabasePrefix+"_"+s+" WITH (FORCE)")
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// startNATS starts the nodes as a cluster (or one server) and waits for
+// JetStream to have a leader on each.
+func (c *Cluster) startNATS(ctx context.Context) error {
+	n := max(1, c.cfg.NATSNodes)
+	clients, routes := make([]string, n), make([]string, n)
+	for i := range n {
+		clients[i], routes[i] = freeAddr(), freeAddr()
+	}
+	var urls []string
+	for i := range n {
+		p := &Process{Name: fmt.Sprintf("nats-%d", i+1), URL: "nats://" + clients[i]}
+		args := []string{"nats", "--name", p.Name, "--listen", clients[i], "--store-dir", filepath.Join(c.cfg.Dir, p.Name)}
+		if n > 1 {
+			var peers []string
+			for _, r := range routes {
+				peers = append(peers, "nats://"+r)
+			}
+			args = append(args, "--cluster-listen", routes[i], "--routes", strings.Join(peers, ","))
+		}
+		if err := c.start(ctx, p, args, os.Environ(), "nats ready"); err != nil {
+			return err
+		}
+		urls = append(urls, p.URL)
+	}
+	c.NATSURL = strings.Join(urls, ",")
+	return nil
+}
+
+// start runs a process and waits for its ready line.
+func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, readyLine string) error {
+	logFile, err := os.Create(filepath.Join(c.cfg.Dir, p.Name+".log"))
+	if err != nil {
+		return err
+	}
+	p.cmd = exec.Command(c.cfg.Binary, args...)
+	p.cmd.Env = env
+	// A process group of its own: a Ctrl-C at the terminal reaches only the
+	// launcher, which then stops the processes in order, one signal each.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		logFile.Close()
+		return err
+	}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	p.done = make(chan struct{})
+	c.Processes = append(c.Processes, p)
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() { // copies output until the process exits, then reaps it
+		defer close(p.done)
+		defer logFile.Close()
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logFile, line)
+			if c.cfg.Log != nil {
+				fmt.Fprintf(c.cfg.Log, "%-16s %s\n", p.Name, line)
+			}
+			if strings.Contains(line, readyLine) {
+				once.Do(func() { close(ready) })
+			}
+		}
+		p.err = p.cmd.Wait()
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-p.done:
+		return fmt.Errorf("%s exited before it was ready (%v); see %s.log", p.Name, p.err, filepath.Join(c.cfg.Dir, p.Name))
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("%s not ready after 60s; see %s.log", p.Name, filepath.Join(c.cfg.Dir, p.Name))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Get returns the process with the name, or nil.
+func (c *Cluster) Get(name string) *Process {
+	for _, p := range c.Processes {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Named returns the processes whose names start with prefix ("orders-").
+func (c *Cluster) Named(prefix string) []*Process {
+	var out []*Process
+	for _, p := range c.Processes {
+		if strings.HasPrefix(p.Name, prefix) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Kill sends SIGKILL to the process and waits until it is gone: a crash,
+// with no chance to finish anything.
+func (p *Process) Kill() error {
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	<-p.done
+	return nil
+}
+
+// Running reports whether the process has not exited.
+func (p *Process) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM to every process, newest first (gateways before the
+// services behind them, NATS last), waits for each and reports any that
+// did not exit cleanly.
+func (c *Cluster) Stop() error {
+	var errs []error
+	for i := len(c.Processes) - 1; i >= 0; i-- {
+		p := c.Processes[i]
+		if !p.Running() {
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			if p.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.Name, p.err))
+			}
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			errs = append(errs, fmt.Errorf("%s: still running 30s after SIGTERM; killed", p.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return ""
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
