@@ -160,6 +160,11 @@ func (c *Cluster) createDatabases(ctx context.Context) error {
 		}
 		u := *base
 		u.Path = "/" + name
+		// Nine processes share one server on a laptop: small pools keep
+		// them well within its max_connections.
+		q := u.Query()
+		q.Set("pool_max_conns", "5")
+		u.RawQuery = q.Encode()
 		c.Databases[s] = u.String()
 	}
 	return nil

@@ -91,6 +91,11 @@ func CreatePostgresDatabase(t testing.TB) string {
 		}
 	})
 	u.Path = "/" + name
+	// Tests run side by side on one server: keep each pool small so they
+	// stay within its max_connections together.
+	q := u.Query()
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
 	return u.String()
 }
 
