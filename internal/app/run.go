@@ -184,6 +184,11 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 		}
 	}
 
+	// Start-up leaves garbage behind that a running service never needs
+	// again (the migration parser's buffers, the dummy password hash's
+	// memory): give it back to the OS now rather than carry it as RSS.
+	debug.FreeOSMemory()
+
 	type running struct {
 		cancel context.CancelFunc
 		done   chan error
