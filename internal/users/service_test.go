@@ -3,6 +3,7 @@ package users
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -53,7 +54,8 @@ func wantAppErr(t *testing.T, call string, err error, kind apperr.Kind, code str
 
 // phc is the argon2id PHC string with the OWASP parameters: 16-byte salt,
 // 32-byte key, both unpadded standard base64.
-var phc = regexp.MustCompile(`^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`)
+var phc = regexp.MustCompile(fmt.Sprintf(`^\$argon2id\$v=19\$m=%d,t=%d,p=%d\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`,
+	argonMemoryKiB, argonTime, argonThreads))
 
 func TestServiceRegister(t *testing.T) {
 	t.Parallel()
