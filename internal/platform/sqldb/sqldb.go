@@ -132,7 +132,8 @@ func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
 	if db.Dialect == Postgres {
 		// Replicas start together: an advisory lock makes one of them apply
 		// the migrations while the others wait and then find nothing to do.
-		locker, err := lock.NewPostgresSessionLocker()
+		// Waiting replicas look again every second, for up to 5 minutes.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 		if err != nil {
 			return fmt.Errorf("migrations lock: %w", err)
 		}
