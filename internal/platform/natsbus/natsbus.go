@@ -82,15 +82,32 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLoggerV2(serverLogger{logger}, false, false, false)
+	// nats-server reports a failure to start (a port in use) only through
+	// its logger's Fatalf: catch it so the caller hears at once, not after
+	// the ready timeout.
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(serverLogger{l: logger, fatal: fatal}, false, false, false)
 	go srv.Start() // runs until Shutdown; Stop waits for it
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, errors.New("embedded nats: not ready after 10s")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if srv.ReadyForConnections(50 * time.Millisecond) {
+			return &Embedded{srv: srv}, nil
+		}
+		select {
+		case msg := <-fatal:
+			srv.Shutdown()
+			return nil, fmt.Errorf("embedded nats: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, errors.New("embedded nats: not ready after 10s")
+		}
 	}
-	return &Embedded{srv: srv}, nil
 }
 
+// splitHostPort parses host:port for nats-server, which reads port 0 as
+// its default port and -1 as "any free port": 0 here means any free port,
+// as it does for every other listener.
 func splitHostPort(addr string) (string, int, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -99,6 +116,9 @@ func splitHostPort(addr string) (string, int, error) {
 	p, err := strconv.Atoi(port)
 	if err != nil {
 		return "", 0, fmt.Errorf("port %q: %w", port, err)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
 	}
 	return host, p, nil
 }
@@ -118,12 +138,23 @@ func (e *Embedded) Stop() {
 	e.srv.WaitForShutdown()
 }
 
-// serverLogger sends nats-server's log lines to slog.
-type serverLogger struct{ l *slog.Logger }
+// serverLogger sends nats-server's log lines to slog, and its fatal ones
+// also to the fatal channel StartEmbedded watches.
+type serverLogger struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (s serverLogger) Noticef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s serverLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
-func (s serverLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	s.l.Error(msg)
+	select {
+	case s.fatal <- msg:
+	default: // one is enough to fail the start
+	}
+}
 func (s serverLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
 func (s serverLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s serverLogger) Tracef(format string, v ...any)  {}

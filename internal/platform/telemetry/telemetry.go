@@ -14,11 +14,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -45,6 +48,23 @@ type Providers struct {
 	Registry *prometheus.Registry
 
 	shutdown []func(context.Context) error
+	// abort cancels exports still running when Shutdown gives up.
+	abort context.CancelFunc
+}
+
+// abortableExporter lets Shutdown cut off an export that is still retrying
+// against a missing collector, so nothing of it outlives Shutdown's bound.
+type abortableExporter struct {
+	sdktrace.SpanExporter
+	abort context.Context
+}
+
+func (e abortableExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(e.abort, cancel)
+	defer stop()
+	return e.SpanExporter.ExportSpans(ctx, spans)
 }
 
 // New builds the providers of the named service. getenv reads the standard
@@ -61,14 +81,14 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 	if err != nil {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
-	if attrs := getenv("OTEL_RESOURCE_ATTRIBUTES"); attrs != "" {
+	if raw := getenv("OTEL_RESOURCE_ATTRIBUTES"); raw != "" {
 		// Extra attributes (deployment.environment, k8s.pod.name, …) are
 		// added, but service.name stays the service's own.
-		fromEnv, err := resource.New(ctx, resource.WithFromEnv())
+		attrs, err := parseResourceAttributes(raw)
 		if err != nil {
 			return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
 		}
-		if res, err = resource.Merge(fromEnv, res); err != nil {
+		if res, err = resource.Merge(resource.NewSchemaless(attrs...), res); err != nil {
 			return nil, fmt.Errorf("telemetry resource: %w", err)
 		}
 	}
@@ -78,15 +98,19 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 		Registry:   prometheus.NewRegistry(),
 	}
 
-	// Parent-based sampling, ratio from OTEL_TRACES_SAMPLER(_ARG) when set:
-	// the SDK reads those itself.
-	traceOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	sampler, err := samplerFrom(getenv)
+	if err != nil {
+		return nil, err
+	}
+	traceOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
 	exporter, err := newTraceExporter(ctx, getenv)
 	if err != nil {
 		return nil, err
 	}
 	if exporter != nil {
-		traceOpts = append(traceOpts, sdktrace.WithBatcher(exporter))
+		abortCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+		p.abort = abort
+		traceOpts = append(traceOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exporter, abort: abortCtx}))
 	}
 	tp := sdktrace.NewTracerProvider(traceOpts...)
 	p.Tracer = tp
@@ -109,31 +133,98 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 }
 
 // newTraceExporter returns an OTLP exporter when an endpoint is configured,
-// or nil. OTEL_EXPORTER_OTLP_PROTOCOL picks grpc or http/protobuf (the
-// default, as in the specification); the exporters read the rest of the
-// OTEL_EXPORTER_OTLP_* variables themselves.
+// or nil. OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL picks grpc or http/protobuf
+// (the default, as in the specification). The endpoint is passed explicitly;
+// the exporters read the other OTEL_EXPORTER_OTLP_* variables (headers,
+// certificates, timeout) themselves.
 func newTraceExporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {
-	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+	endpoint, signalEndpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if endpoint == "" && signalEndpoint == "" {
 		return nil, nil
 	}
-	protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	protocolVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	protocol := getenv(protocolVar)
 	if protocol == "" {
-		protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+		protocolVar = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		protocol = getenv(protocolVar)
 	}
 	switch strings.ToLower(protocol) {
 	case "", "http/protobuf":
-		return otlptracehttp.New(ctx)
+		// A signal endpoint is used as given; the general one gets the
+		// signal's path appended, as the specification says.
+		if signalEndpoint == "" {
+			signalEndpoint = strings.TrimSuffix(endpoint, "/") + "/v1/traces"
+		}
+		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(signalEndpoint))
 	case "grpc":
-		return otlptracegrpc.New(ctx)
+		if signalEndpoint == "" {
+			signalEndpoint = endpoint
+		}
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(signalEndpoint))
 	default:
-		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL: %q is not supported; use grpc or http/protobuf", protocol)
+		return nil, fmt.Errorf("%s: %q is not supported; use grpc or http/protobuf", protocolVar, protocol)
 	}
+}
+
+// samplerFrom builds the sampler OTEL_TRACES_SAMPLER and its _ARG name:
+// parent-based "always on" by default, so a caller's sampling decision
+// holds for the whole trace.
+func samplerFrom(getenv func(string) string) (sdktrace.Sampler, error) {
+	ratio := 1.0
+	if arg := getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+		r, err := strconv.ParseFloat(arg, 64)
+		if err != nil || r < 0 || r > 1 {
+			return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: %q is not a ratio from 0 to 1", arg)
+		}
+		ratio = r
+	}
+	switch name := getenv("OTEL_TRACES_SAMPLER"); name {
+	case "", "parentbased_always_on":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+	case "parentbased_traceidratio":
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)), nil
+	case "always_on":
+		return sdktrace.AlwaysSample(), nil
+	case "always_off":
+		return sdktrace.NeverSample(), nil
+	case "traceidratio":
+		return sdktrace.TraceIDRatioBased(ratio), nil
+	default:
+		return nil, fmt.Errorf("OTEL_TRACES_SAMPLER: %q is not supported", name)
+	}
+}
+
+// parseResourceAttributes reads key=value pairs, comma-separated, values
+// percent-encoded, as OTEL_RESOURCE_ATTRIBUTES holds them.
+func parseResourceAttributes(raw string) ([]attribute.KeyValue, error) {
+	var attrs []attribute.KeyValue
+	for _, pair := range strings.Split(raw, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", pair)
+		}
+		value, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", pair, err)
+		}
+		attrs = append(attrs, attribute.String(k, value))
+	}
+	return attrs, nil
 }
 
 // Shutdown flushes and stops the providers, giving up after a short bound.
 func (p *Providers) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
+	if p.abort != nil {
+		context.AfterFunc(ctx, p.abort) // flush time is up: stop any export still trying
+	}
 	var errs []error
 	for _, fn := range p.shutdown {
 		errs = append(errs, fn(ctx))
