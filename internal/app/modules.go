@@ -258,7 +258,9 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 		return err
 	}
 	m.handler = notifications.NewServer(notifications.NewService(db), v, m.logger)
-	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
+	m.ready = func(ctx context.Context) error {
+		return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js), worker.Ready())
+	}
 	m.workers = append(m.workers, worker.Run)
 	return nil
 }

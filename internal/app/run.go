@@ -225,17 +225,31 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 	return errors.Join(errs...)
 }
 
-// logReady checks each module once and writes the line a user (and the
-// tests) wait for, with every address this process serves.
+// logReady waits (a few seconds at most) until every module is ready, then
+// writes the line a user (and the tests) wait for, with every address this
+// process serves and, for a module still not ready, why.
 func (s *system) logReady(ctx context.Context, mods []*module, start time.Time) {
+	notReady := map[string]error{}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		clear(notReady)
+		for _, m := range mods {
+			checkCtx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := m.ready(checkCtx); err != nil {
+				notReady[m.name] = err
+			}
+			cancel()
+		}
+		if len(notReady) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	attrs := []any{"startup_ms", time.Since(start).Milliseconds(), "version", s.version}
 	for _, m := range mods {
 		attrs = append(attrs, m.name, "http://"+dialable(m.ln.Addr()), m.name+"_ops", "http://"+dialable(m.ops.Addr()))
-		checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := m.ready(checkCtx); err != nil {
+		if err := notReady[m.name]; err != nil {
 			attrs = append(attrs, m.name+"_not_ready", err.Error())
 		}
-		cancel()
 	}
 	if s.nats != nil && s.nats.ClientURL() != "" {
 		attrs = append(attrs, "nats", s.nats.ClientURL())

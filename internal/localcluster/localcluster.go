@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -109,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			urls[s] = append(urls[s], "http://"+addr)
 		}
 	}
+	// Nine processes share one server on a laptop: small pools keep them
+	// well within its max_connections.
+	pooled := func(db string) string { return db + sep(db) + "pool_max_conns=5" }
 	env := append(os.Environ(),
 		"BLUEPRINT_KEYS_DIR="+keys,
 		"NATS_URL="+c.NATSURL,
@@ -117,9 +121,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"USERS_URL="+strings.Join(urls["users"], ","),
 		"ORDERS_URL="+strings.Join(urls["orders"], ","),
 		"NOTIFICATIONS_URL="+strings.Join(urls["notifications"], ","),
-		"USERS_DATABASE_URL="+c.Databases["users"],
-		"ORDERS_DATABASE_URL="+c.Databases["orders"],
-		"NOTIFICATIONS_DATABASE_URL="+c.Databases["notifications"],
+		"USERS_DATABASE_URL="+pooled(c.Databases["users"]),
+		"ORDERS_DATABASE_URL="+pooled(c.Databases["orders"]),
+		"NOTIFICATIONS_DATABASE_URL="+pooled(c.Databases["notifications"]),
 	)
 	env = append(env, cfg.Env...)
 	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
@@ -129,6 +133,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			args := []string{"run", "--target=" + s, "--data-dir", filepath.Join(cfg.Dir, r.name)}
 			penv := append(env[:len(env):len(env)], up+"_ADDR="+r.addr, up+"_OPS_ADDR="+r.ops)
 			if err := c.start(ctx, p, args, penv, "blueprint ready"); err != nil {
+				return nil, err
+			}
+			if err := waitReady(ctx, p); err != nil {
 				return nil, err
 			}
 		}
@@ -160,11 +167,6 @@ func (c *Cluster) createDatabases(ctx context.Context) error {
 		}
 		u := *base
 		u.Path = "/" + name
-		// Nine processes share one server on a laptop: small pools keep
-		// them well within its max_connections.
-		q := u.Query()
-		q.Set("pool_max_conns", "5")
-		u.RawQuery = q.Encode()
 		c.Databases[s] = u.String()
 	}
 	return nil
@@ -267,6 +269,32 @@ func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, rea
 	}
 }
 
+// waitReady polls a service's /readyz until it answers 200: its database,
+// NATS and (for notifications) its consumer are usable.
+func waitReady(ctx context.Context, p *Process) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := client.Get(p.OpsURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after 60s (%v); see its log", p.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready", p.Name)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Get returns the process with the name, or nil.
 func (c *Cluster) Get(name string) *Process {
 	for _, p := range c.Processes {
@@ -331,6 +359,14 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sep is what joins another query parameter to a URL.
+func sep(u string) string {
+	if strings.Contains(u, "?") {
+		return "&"
+	}
+	return "?"
 }
 
 // freeAddr returns a loopback address nothing listens on right now.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,17 @@ type Worker struct {
 	tracer trace.Tracer
 
 	sent, failed, deadLettered metric.Int64Counter
+	// consuming is set while Run pulls from the consumer.
+	consuming atomic.Bool
+}
+
+// Ready reports whether the worker is consuming: a replica whose consumer
+// is not set up yet (NATS away, a cluster still electing) is not ready.
+func (w *Worker) Ready() error {
+	if !w.consuming.Load() {
+		return errors.New("not consuming yet")
+	}
+	return nil
 }
 
 // NewWorker returns a worker; Run starts it.
@@ -168,7 +180,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("consume: %w", err)
 	}
 	w.cfg.Logger.InfoContext(ctx, "consuming", "stream", events.Stream, "consumer", ConsumerName)
+	w.consuming.Store(true)
 	<-ctx.Done()
+	w.consuming.Store(false)
 	cc.Drain()
 	<-cc.Closed()
 	wg.Wait()
