@@ -95,7 +95,7 @@ func (c *Config) registerStorageFlags(f *flags) {
 func (c *Config) registerFlags(f *flags) {
 	c.registerStorageFlags(f)
 	f.String(&c.KeysDir, "keys-dir", "BLUEPRINT_KEYS_DIR", "",
-		"directory of keys from `blueprint keys generate`; empty makes keys in memory (target all only)")
+		"directory of keys from 'blueprint keys generate'; empty makes keys in memory (target all only)")
 	f.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", "LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)")
 

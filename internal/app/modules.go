@@ -176,7 +176,7 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	relay := outbox.NewRelay(outbox.RelayConfig{
+	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		DB: db, JS: js,
 		Prepare: func(ctx context.Context) error {
 			_, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(s.cfg.NATSStreamReplicas))
@@ -185,8 +185,11 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 		Owner:  relayOwner(),
 		Poll:   s.cfg.OutboxPollInterval,
 		Batch:  100,
-		Logger: m.logger, Tracer: m.tel.Tracer, Propagator: m.tel.Propagator,
+		Logger: m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
 	})
+	if err != nil {
+		return err
+	}
 	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now)
 	v, err := s.verifier(orders.Name, orders.TrustedCallers)
 	if err != nil {
@@ -269,6 +272,11 @@ func buildGateway(_ context.Context, s *system, m *module) error {
 	accessKeys, err := s.keys.Bundle.Access.PublicKeys()
 	if err != nil {
 		return fmt.Errorf("access keys: %w", err)
+	}
+	// A signing key missing from the published keys would issue tokens the
+	// gateway itself then refuses.
+	if !slices.ContainsFunc(accessKeys, func(k auth.PublicKey) bool { return k.ID == s.keys.Access.ID }) {
+		return fmt.Errorf("access key %s is not among the access keys of %s", s.keys.Access.ID, auth.BundleFile)
 	}
 	minter := s.minter(gateway.Name)
 	var up gateway.Upstreams

@@ -142,7 +142,7 @@ func (g *Gateway) handleCreateOrder() http.Handler {
 
 func (g *Gateway) handleListOrders() http.Handler {
 	return g.forwardGet("orders", g.upstreams.Orders, func(r *http.Request) string {
-		return "/orders?" + r.URL.RawQuery
+		return withQuery("/orders", r)
 	})
 }
 
@@ -154,8 +154,16 @@ func (g *Gateway) handleGetOrder() http.Handler {
 
 func (g *Gateway) handleListNotifications() http.Handler {
 	return g.forwardGet("notifications", g.upstreams.Notifications, func(r *http.Request) string {
-		return "/notifications?" + r.URL.RawQuery
+		return withQuery("/notifications", r)
 	})
+}
+
+// withQuery is path with the client's query string, if it sent one.
+func withQuery(path string, r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return path
+	}
+	return path + "?" + r.URL.RawQuery
 }
 
 // forwardGet makes a handler that forwards a GET, acting for the user, to

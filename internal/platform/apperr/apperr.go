@@ -48,6 +48,9 @@ type Error struct {
 	Fields []FieldError
 	// RetryAfter, in seconds, for RateLimited and Unavailable; 0 means unset.
 	RetryAfter int
+	// Challenge, for Unauthorized, says how to authenticate (the
+	// WWW-Authenticate header); empty means a plain Bearer challenge.
+	Challenge string
 	// Err is the underlying cause, kept for logs and errors.Is, never shown.
 	Err error
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,7 +16,8 @@ func BearerToken(r *http.Request) (string, error) {
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", unauthorized("no bearer token", nil)
+		return "", apperr.Wrap(apperr.Unauthorized, "unauthorized", "the bearer token is missing or invalid",
+			fmt.Errorf("%w: no bearer token", ErrInvalidToken))
 	}
 	return token, nil
 }

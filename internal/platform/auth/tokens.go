@@ -34,8 +34,12 @@ const clockSkew = 30 * time.Second
 var ErrInvalidToken = errors.New("invalid token")
 
 func unauthorized(reason string, err error) error {
-	return apperr.Wrap(apperr.Unauthorized, "unauthorized", "the bearer token is missing or invalid",
-		fmt.Errorf("%w: %s: %w", ErrInvalidToken, reason, errOrNil(err)))
+	return &apperr.Error{
+		Kind: apperr.Unauthorized, Code: "unauthorized", Detail: "the bearer token is missing or invalid",
+		// RFC 6750: name the error only when a token was sent.
+		Challenge: `Bearer realm="blueprint", error="invalid_token"`,
+		Err:       fmt.Errorf("%w: %s: %w", ErrInvalidToken, reason, errOrNil(err)),
+	}
 }
 
 func errOrNil(err error) error {

@@ -91,7 +91,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 			slog.Int("status", status), slog.String("error", err.Error()))
 	}
 	if e.Kind == apperr.Unauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		challenge := e.Challenge
+		if challenge == "" {
+			challenge = `Bearer realm="blueprint"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))

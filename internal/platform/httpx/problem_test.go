@@ -190,7 +190,12 @@ func TestWriteErrorHeaders(t *testing.T) {
 		{name: "rate limited without retry after", err: apperr.New(apperr.RateLimited, "rate_limited", "slow down")},
 		{
 			name:                "unauthorized",
-			err:                 apperr.New(apperr.Unauthorized, "invalid_token", "expired"),
+			err:                 apperr.New(apperr.Unauthorized, "invalid_credentials", "wrong password"),
+			wantWWWAuthenticate: `Bearer realm="blueprint"`,
+		},
+		{
+			name:                "unauthorized with its challenge",
+			err:                 &apperr.Error{Kind: apperr.Unauthorized, Code: "unauthorized", Challenge: `Bearer error="invalid_token"`},
 			wantWWWAuthenticate: `Bearer error="invalid_token"`,
 		},
 		{name: "forbidden has no challenge", err: apperr.New(apperr.Forbidden, "forbidden", "no")},

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -36,6 +37,7 @@ type RelayConfig struct {
 
 	Logger     *slog.Logger
 	Tracer     trace.TracerProvider
+	Meter      metric.MeterProvider
 	Propagator propagation.TextMapPropagator
 }
 
@@ -62,20 +64,36 @@ const (
 	defaultBatch = 100
 )
 
-// NewRelay returns a relay; Run starts it.
-func NewRelay(cfg RelayConfig) *Relay {
+// NewRelay returns a relay; Run starts it. It registers the outbox backlog
+// gauge, read from the table at each scrape, so the backlog shows even when
+// the relay itself is stuck.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = defaultPoll
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
 	}
+	const scope = "github.com/ds-blueprint/blueprint/internal/platform/outbox"
+	_, err := cfg.Meter.Meter(scope).Int64ObservableGauge("blueprint.outbox.pending",
+		metric.WithDescription("Outbox events not yet acknowledged by JetStream."),
+		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+			n, err := Pending(ctx, cfg.DB)
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(n))
+			return nil
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("outbox metrics: %w", err)
+	}
 	return &Relay{
 		cfg:    cfg,
-		tracer: cfg.Tracer.Tracer("github.com/ds-blueprint/blueprint/internal/platform/outbox"),
+		tracer: cfg.Tracer.Tracer(scope),
 		wake:   make(chan struct{}, 1),
 		now:    time.Now,
-	}
+	}, nil
 }
 
 // Notify wakes the relay after a commit that wrote outbox rows. It never
@@ -109,7 +127,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			// Declaring is idempotent and cheap.
 			prepared = false
 			r.cfg.Logger.WarnContext(ctx, "outbox relay failed; retrying", "error", err.Error(), "retry_in", backoff.String())
-			if !sleep(ctx, backoff) {
+			if !r.wait(ctx, backoff) {
 				return nil
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -119,28 +137,25 @@ func (r *Relay) Run(ctx context.Context) error {
 		if n == r.cfg.Batch {
 			continue // a full batch: more rows are probably waiting
 		}
-		timer := time.NewTimer(r.cfg.Poll)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !r.wait(ctx, r.cfg.Poll) {
 			return nil
-		case <-r.wake:
-		case <-timer.C:
 		}
-		timer.Stop()
 	}
 }
 
-// sleep waits d or until ctx ends; it reports whether the wait completed.
-func sleep(ctx context.Context, d time.Duration) bool {
+// wait pauses for d, or less when a commit wakes the relay (after a
+// failure too: a new order is the first sign NATS may be back). It reports
+// false when ctx ended.
+func (r *Relay) wait(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
+	case <-r.wake:
 	case <-t.C:
-		return true
 	}
+	return true
 }
 
 // relayBatch claims pending rows, publishes them all, waits for their acks

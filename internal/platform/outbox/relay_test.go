@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -85,8 +86,19 @@ func newTestConfig(t *testing.T, db *sqldb.DB, js jetstream.JetStream) (outbox.R
 		Batch:      10,
 		Logger:     discard,
 		Tracer:     tp,
+		Meter:      noop.NewMeterProvider(),
 		Propagator: propagation.TraceContext{},
 	}, rec
+}
+
+// newRelay builds a relay or fails the test.
+func newRelay(t *testing.T, cfg outbox.RelayConfig) *outbox.Relay {
+	t.Helper()
+	r, err := outbox.NewRelay(cfg)
+	if err != nil {
+		t.Fatalf("NewRelay() error = %v", err)
+	}
+	return r
 }
 
 // runRelay runs r until the returned stop is called or the test ends; stop
@@ -267,7 +279,7 @@ func TestRelayPublishesPendingRowsInOrder(t *testing.T) {
 	// Written out of id order; published in it.
 	insert(t, db, msgs[2], msgs[0], msgs[3], msgs[1])
 
-	runRelay(t, outbox.NewRelay(cfg))
+	runRelay(t, newRelay(t, cfg))
 	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
 
 	if got, want := sentIDs(t, db), ids(msgs); !slices.Equal(got, want) {
@@ -315,7 +327,7 @@ func TestRelayNotifyWakesItBeforeThePoll(t *testing.T) {
 	cfg, _ := newTestConfig(t, db, js) // Poll is an hour
 	first := newMessage(t, events.OrderCreated, requestSpan(t))
 	insert(t, db, first)
-	r := outbox.NewRelay(cfg)
+	r := newRelay(t, cfg)
 	runRelay(t, r)
 	// The first round has claimed and sent the row: the relay now waits for
 	// a wake-up or the hour to pass.
@@ -365,7 +377,7 @@ func TestRelayRetriesPrepare(t *testing.T) {
 			msgs := newMessages(t, 3, requestSpan(t))
 			insert(t, db, msgs...)
 
-			runRelay(t, outbox.NewRelay(cfg))
+			runRelay(t, newRelay(t, cfg))
 			waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
 
 			if got := pendingWhileFailing.Load(); got != int32(len(msgs)) {
@@ -393,7 +405,7 @@ func TestRelayNeverMarksARefusedRowSent(t *testing.T) {
 	lost.ID, after.ID = after.ID, lost.ID // keep it between the other two
 	insert(t, db, before, lost, after)
 
-	runRelay(t, outbox.NewRelay(cfg))
+	runRelay(t, newRelay(t, cfg))
 	waitFor(t, waitTimeout, "the acknowledged rows to be sent and the refused one retried", func() bool {
 		return pending(t, db) == 1 && minAttempts(t, db, []outbox.Message{lost}) >= 2
 	})
@@ -460,7 +472,7 @@ func TestRelaySurvivesANATSOutage(t *testing.T) {
 	var prepares atomic.Int64
 	prepare := cfg.Prepare
 	cfg.Prepare = func(ctx context.Context) error { prepares.Add(1); return prepare(ctx) }
-	r := outbox.NewRelay(cfg)
+	r := newRelay(t, cfg)
 	stop := runRelay(t, r)
 
 	sc := requestSpan(t)
@@ -505,7 +517,7 @@ func TestRelayRedeclaresAStreamLostWithTheServer(t *testing.T) {
 	bus := newTCPNATS(t, t.TempDir())
 	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, bus.js)
-	r := outbox.NewRelay(cfg)
+	r := newRelay(t, cfg)
 	runRelay(t, r)
 	insert(t, db, newMessage(t, events.OrderCreated, requestSpan(t)))
 	r.Notify()
@@ -538,7 +550,7 @@ func TestRelayResendIsDeduplicated(t *testing.T) {
 		t.Fatalf("Publish(%s) error = %v", m.ID, err)
 	}
 
-	runRelay(t, outbox.NewRelay(cfg))
+	runRelay(t, newRelay(t, cfg))
 	waitFor(t, waitTimeout, "the re-sent row to be marked sent", func() bool { return pending(t, db) == 0 })
 
 	s, err := js.Stream(t.Context(), events.Stream)
@@ -566,7 +578,7 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 			db := newTestDB(t)
 			cfg, _ := newTestConfig(t, db, js)
 			insert(t, db, newMessage(t, events.OrderCreated, requestSpan(t)))
-			stop := runRelay(t, outbox.NewRelay(cfg))
+			stop := runRelay(t, newRelay(t, cfg))
 			waitFor(t, waitTimeout, "the row to be sent", func() bool { return pending(t, db) == 0 })
 			return stop
 		}},
@@ -575,7 +587,7 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 			cfg, _ := newTestConfig(t, newTestDB(t), js)
 			var calls atomic.Int32
 			cfg.Prepare = func(context.Context) error { calls.Add(1); return errors.New("never ready") }
-			stop := runRelay(t, outbox.NewRelay(cfg))
+			stop := runRelay(t, newRelay(t, cfg))
 			waitFor(t, waitTimeout, "Prepare to be retried", func() bool { return calls.Load() >= 2 })
 			return stop
 		}},

@@ -8,6 +8,7 @@ package pagination
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -79,7 +80,7 @@ func decode(s string) (Cursor, error) {
 		return c, err
 	}
 	if c.ID == "" || c.CreatedAt.IsZero() {
-		return c, apperr.New(apperr.BadRequest, "invalid_cursor", "incomplete cursor")
+		return c, errors.New("incomplete cursor")
 	}
 	return c, nil
 }
