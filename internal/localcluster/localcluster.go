@@ -225,7 +225,9 @@ func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, rea
 	p.cmd.Env = env
 	// A process group of its own: a Ctrl-C at the terminal reaches only the
 	// launcher, which then stops the processes in order, one signal each.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the launcher itself dies, its processes die with it
+	// instead of running on unowned.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		logFile.Close()
