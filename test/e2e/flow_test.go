@@ -51,8 +51,20 @@ func TestFlowSurvivesRestart(t *testing.T) {
 	if n.UserID != u.ID || n.Channel != "log" || n.Status != "sent" || n.SentAt == nil {
 		t.Errorf("notification = %+v, want sent on the log channel to %s", n, u.ID)
 	}
-	if lines := sys.logs.records("notification delivered"); len(lines) != 1 {
-		t.Errorf("delivery log lines = %d, want 1", len(lines))
+	delivered := sys.logs.records("notification delivered")
+	if len(delivered) != 1 {
+		t.Fatalf("delivery log lines = %d, want 1", len(delivered))
+	}
+	// One trace from the request to the delivery: through the outbox row,
+	// the relay's publish and the NATS headers to the worker.
+	var orderTrace any
+	for _, l := range sys.logs.records("request") {
+		if l["service"] == "gateway" && l["route"] == "POST /orders" {
+			orderTrace = l["trace_id"]
+		}
+	}
+	if orderTrace == nil || delivered[0]["trace_id"] != orderTrace {
+		t.Errorf("delivery logged in trace %v, want the trace of POST /orders %v", delivered[0]["trace_id"], orderTrace)
 	}
 
 	sys.stop(t)
