@@ -42,6 +42,9 @@ type Config struct {
 	DatabasePrefix string
 	// Replicas per service, and the number of NATS nodes (1 or 3).
 	NATSNodes, Gateways, Users, Orders, Notifications int
+	// NATSListen pins the client addresses of the NATS nodes (a test puts
+	// a proxy in front of one); nodes beyond it get free ports.
+	NATSListen []string
 	// AllInOne runs the newcomer's shape instead: one process, named
 	// "blueprint", with every service, its embedded NATS (reachable over TCP
 	// at NATSURL) and SQLite files in its data dir. The counts are ignored.
@@ -241,6 +244,9 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 	clients, routes := make([]string, n), make([]string, n)
 	for i := range n {
 		clients[i], routes[i] = freeAddr(), freeAddr()
+		if i < len(c.cfg.NATSListen) {
+			clients[i] = c.cfg.NATSListen[i]
+		}
 	}
 	var urls []string
 	for i := range n {

@@ -14,8 +14,10 @@ package fault
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,3 +194,8 @@ func writeReport() {
 }
 
 func itoa[T ~int | ~int64 | ~uint64](n T) string { return fmt.Sprint(n) }
+
+// keys returns a map's keys, sorted.
+func keys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

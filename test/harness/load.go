@@ -100,6 +100,8 @@ type Result struct {
 	// LastAccepted is when the last 201 arrived.
 	Started, LastAccepted time.Time
 	Duration              time.Duration
+	// Slowest is the longest any one request took to be answered.
+	Slowest time.Duration
 }
 
 // Run places the load and returns when every order is accepted or given up.
@@ -150,9 +152,10 @@ func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic
 			for n := range jobs {
 				key := fmt.Sprintf("load-%s-%d", hex.EncodeToString(runID), n)
 				body := fmt.Sprintf(`{"sku":"LOAD-%d","qty":%d}`, i, n%10+1)
-				id, tries := c.place(ctx, n, tokens[i], key, body, l.Patience)
+				id, tries, slowest := c.place(ctx, n, tokens[i], key, body, l.Patience)
 				mu.Lock()
 				res.Requests += tries
+				res.Slowest = max(res.Slowest, slowest)
 				if id == "" {
 					res.GaveUp = append(res.GaveUp, key)
 				} else {
@@ -175,22 +178,25 @@ func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic
 }
 
 // place posts one order until it is accepted, with the same key each time
-// and a growing pause; it returns the order id ("" after giving up) and the
-// number of requests sent.
-func (c *Client) place(ctx context.Context, turn int, token, key, body string, patience time.Duration) (string, int) {
+// and a growing pause; it returns the order id ("" after giving up), the
+// number of requests sent and the longest one.
+func (c *Client) place(ctx context.Context, turn int, token, key, body string, patience time.Duration) (string, int, time.Duration) {
 	deadline := time.Now().Add(patience)
+	var slowest time.Duration
 	for tries := 1; ; tries++ {
+		sent := time.Now()
 		status, resp := c.Post(c.Gateways[(turn+tries)%len(c.Gateways)]+"/orders", token, key, body)
+		slowest = max(slowest, time.Since(sent))
 		if status == http.StatusCreated {
 			var o struct {
 				ID string `json:"id"`
 			}
 			if json.Unmarshal(resp, &o) == nil && o.ID != "" {
-				return o.ID, tries
+				return o.ID, tries, slowest
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "", tries
+			return "", tries, slowest
 		}
 		time.Sleep(min(time.Duration(tries)*50*time.Millisecond, time.Second))
 	}
