@@ -266,8 +266,8 @@ func ParseWebhookSecret(secret string) ([]byte, error) {
 		return key, nil
 	}
 	if len(secret) < minRawWebhookSecret {
-		return nil, fmt.Errorf("must be at least %d bytes, or whsec_ and base64, not %d bytes",
-			minRawWebhookSecret, len(secret))
+		return nil, fmt.Errorf("%d bytes is too short; use at least %d, or whsec_ and base64",
+			len(secret), minRawWebhookSecret)
 	}
 	return []byte(secret), nil
 }

@@ -19,6 +19,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
@@ -325,6 +329,44 @@ func TestWebhookSendsASignedRequest(t *testing.T) {
 	}
 	if gotJSON, wantJSON := mustJSON(t, got), mustJSON(t, want); string(gotJSON) != string(wantJSON) {
 		t.Errorf("body = %s, want %s", gotJSON, wantJSON)
+	}
+}
+
+// TestWebhookRequestIsInTheTrace: the request is a client span under the
+// caller's span, and carries its context to the receiver.
+func TestWebhookRequestIsInTheTrace(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.WithoutCancel(t.Context())) })
+	tel := newTestTelemetry(t)
+	tel.Tracer, tel.Propagator = tp, propagation.TraceContext{}
+	s := newSink(t, 0)
+	ch := newTestWebhook(t, tel, s.URL, 5*time.Second)
+
+	ctx, parent := tp.Tracer("test").Start(t.Context(), "deliver webhook")
+	err := ch.Deliver(ctx, testMessage())
+	parent.End()
+	if err != nil {
+		t.Fatalf("Deliver = %v, want nil", err)
+	}
+	var client sdktrace.ReadOnlySpan
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "POST webhook" {
+			client = sp
+		}
+	}
+	if client == nil {
+		t.Fatalf("no span named %q among %d ended", "POST webhook", len(rec.Ended()))
+	}
+	if client.SpanKind() != trace.SpanKindClient || client.Parent().SpanID() != parent.SpanContext().SpanID() {
+		t.Errorf("span %q kind %v parent %v, want a client span under %v",
+			client.Name(), client.SpanKind(), client.Parent().SpanID(), parent.SpanContext().SpanID())
+	}
+	sc := client.SpanContext()
+	want := "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
+	if got := s.Requests()[0].Header.Get("traceparent"); got != want {
+		t.Errorf("traceparent = %q, want %q", got, want)
 	}
 }
 
