@@ -106,7 +106,6 @@ func NewWebhookChannel(cfg WebhookConfig) (*WebhookChannel, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "blueprint"
 	}
-	allowLinkLocal := cfg.AllowLinkLocal
 	transport := &http.Transport{
 		// No proxy: the address check below must see the receiver itself.
 		Proxy: nil,
@@ -116,7 +115,7 @@ func NewWebhookChannel(cfg WebhookConfig) (*WebhookChannel, error) {
 			// The URL was checked at start, but its name may resolve to
 			// anything later (DNS rebinding): check the address dialled.
 			Control: func(_, address string, _ syscall.RawConn) error {
-				return checkDialAddress(address, allowLinkLocal)
+				return checkDialAddress(address, cfg.AllowLinkLocal)
 			},
 		}).DialContext,
 		ForceAttemptHTTP2:   true,
