@@ -58,6 +58,11 @@ type Config struct {
 	OutboxPollInterval     time.Duration
 	WorkerConcurrency      int
 
+	NotifyWebhookURL            string
+	NotifyWebhookSecret         string
+	NotifyWebhookTimeout        time.Duration
+	NotifyWebhookAllowLinkLocal bool
+
 	RateLimitsEnabled bool
 	RateLimitRPS      float64
 	RateLimitBurst    int
@@ -134,6 +139,14 @@ func (c *Config) registerFlags(f *flags) {
 		"how often the outbox relay looks for events when not woken by a commit")
 	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 16,
 		"events one notifications worker handles at once")
+	f.String(&c.NotifyWebhookURL, "notify-webhook-url", "NOTIFY_WEBHOOK_URL", "",
+		"http(s) URL that receives each notification as a signed POST; empty: notifications go to the log")
+	f.Secret(&c.NotifyWebhookSecret, "notify-webhook-secret", "NOTIFY_WEBHOOK_SECRET",
+		"key that signs webhook requests: whsec_ and base64 of 24 to 64 bytes, or at least 32 characters; required with NOTIFY_WEBHOOK_URL")
+	f.Duration(&c.NotifyWebhookTimeout, "notify-webhook-timeout", "NOTIFY_WEBHOOK_TIMEOUT", notifications.DefaultWebhookTimeout,
+		"deadline of one webhook request; a receiver slower than this is retried")
+	f.Bool(&c.NotifyWebhookAllowLinkLocal, "notify-webhook-allow-link-local", "NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL", false,
+		"let the webhook reach link-local addresses (169.254.0.0/16, fe80::/10); cloud metadata endpoints stay refused")
 
 	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
 		"apply the gateway's rate limits; false switches every limit off (load tests)")
@@ -211,6 +224,7 @@ func (c *Config) Validate() error {
 	if c.WorkerConcurrency < 1 {
 		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))
 	}
+	errs = append(errs, c.validateWebhook()...)
 	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
 		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))
 	}
@@ -218,6 +232,30 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
 	}
 	return oneLine(errs)
+}
+
+// validateWebhook checks the webhook channel's settings. Its messages
+// repeat neither the secret nor the URL, which may carry a token.
+func (c *Config) validateWebhook() []error {
+	var errs []error
+	if c.NotifyWebhookURL == "" {
+		if c.NotifyWebhookSecret != "" {
+			errs = append(errs, errors.New("NOTIFY_WEBHOOK_SECRET: set, but NOTIFY_WEBHOOK_URL is not"))
+		}
+	} else {
+		if _, err := notifications.CheckWebhookURL(c.NotifyWebhookURL, c.NotifyWebhookAllowLinkLocal); err != nil {
+			errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_URL: %w", err))
+		}
+		if c.NotifyWebhookSecret == "" {
+			errs = append(errs, errors.New("NOTIFY_WEBHOOK_SECRET: required when NOTIFY_WEBHOOK_URL is set"))
+		} else if _, err := notifications.ParseWebhookSecret(c.NotifyWebhookSecret); err != nil {
+			errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_SECRET: %w", err))
+		}
+	}
+	if c.NotifyWebhookTimeout <= 0 || c.NotifyWebhookTimeout > notifications.MaxWebhookTimeout {
+		errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_TIMEOUT: must be more than 0 and at most %v", notifications.MaxWebhookTimeout))
+	}
+	return errs
 }
 
 // validateStorage checks the settings registerStorageFlags declares and

@@ -244,10 +244,14 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
+	channel, err := s.notificationChannel(m)
+	if err != nil {
+		return err
+	}
 	worker, err := notifications.NewWorker(notifications.WorkerConfig{
 		JS: js, DB: db,
 		Directory:      notifications.UsersDirectory{Users: usersClient},
-		Channel:        notifications.LogChannel{Logger: m.logger},
+		Channel:        channel,
 		StreamReplicas: s.cfg.NATSStreamReplicas,
 		Concurrency:    s.cfg.WorkerConcurrency,
 		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
@@ -266,6 +270,28 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	}
 	m.workers = append(m.workers, worker.Run)
 	return nil
+}
+
+// notificationChannel is where the worker delivers: the webhook when
+// NOTIFY_WEBHOOK_URL is set, else the log.
+func (s *system) notificationChannel(m *module) (notifications.Channel, error) {
+	if s.cfg.NotifyWebhookURL == "" {
+		return notifications.LogChannel{Logger: m.logger}, nil
+	}
+	wh, err := notifications.NewWebhookChannel(notifications.WebhookConfig{
+		URL:            s.cfg.NotifyWebhookURL,
+		Secret:         s.cfg.NotifyWebhookSecret,
+		Timeout:        s.cfg.NotifyWebhookTimeout,
+		AllowLinkLocal: s.cfg.NotifyWebhookAllowLinkLocal,
+		UserAgent:      "blueprint-notifications/" + s.version,
+		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
+		Now: time.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, wh.Close)
+	return wh, nil
 }
 
 func buildGateway(_ context.Context, s *system, m *module) error {

@@ -223,7 +223,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
-	permanent := errors.Is(err, events.ErrMalformed) || apperr.Is(err, apperr.NotFound)
+	permanent := errors.Is(err, events.ErrMalformed) || errors.Is(err, ErrUndeliverable) || apperr.Is(err, apperr.NotFound)
 	if permanent || attempt >= maxDeliver {
 		w.deadLetter(ctx, m, attempt, err)
 		return
@@ -265,7 +265,7 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 		CreatedAt: sqldb.NewTime(w.cfg.Now()).Time,
 	}
 	if err := w.deliver(ctx, Message{
-		EventID: ev.ID, UserID: n.UserID, OrderID: n.OrderID, To: email,
+		EventID: ev.ID, UserID: n.UserID, OrderID: n.OrderID, To: email, OccurredAt: ev.Time,
 		Subject: "Your order " + ev.Data.OrderID + " was received",
 		Body:    fmt.Sprintf("We received your order of %d × %s.", ev.Data.Qty, ev.Data.SKU),
 	}); err != nil {
