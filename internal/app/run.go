@@ -174,7 +174,9 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 	}()
 	for _, m := range mods {
 		if m.tel, err = telemetry.New(ctx, m.name, s.version, s.getenv); err == nil {
-			err = builders[m.name](ctx, s, m)
+			if m.chaos, err = s.injector(ctx, m); err == nil {
+				err = builders[m.name](ctx, s, m)
+			}
 		}
 		if err != nil {
 			for _, m := range mods {
