@@ -132,7 +132,11 @@ func chaosCommand(ctx context.Context, args []string, getenv func(string) string
 			return err
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s: %d active rules\n", c.name, len(list.Rules))
+		noun := "rules"
+		if len(list.Rules) == 1 {
+			noun = "rule"
+		}
+		fmt.Fprintf(&b, "%s: %d active %s\n", c.name, len(list.Rules), noun)
 		for _, r := range list.Rules {
 			fmt.Fprintf(&b, "  %s\n", describeRule(r))
 		}

@@ -126,7 +126,7 @@ func TestChaosCommand(t *testing.T) {
 		t.Errorf("GET /.well-known/jwks.json with an error rule = %d %s, want 503 chaos", status, body)
 	}
 	mustContain("list gateway", chaos("list", "--service", "gateway", "--ops", urls["gateway_ops"]),
-		": 1 active rules\n  "+jwks+": latency 5ms, errors on 100% of hits, until ")
+		": 1 active rule\n  "+jwks+": latency 5ms, errors on 100% of hits, until ")
 	mustContain("clear", chaos("clear", "--service", "gateway", "--ops", urls["gateway_ops"], "--route", jwks),
 		"cleared the rule of "+jwks)
 	if status, _ := get(t, urls["gateway"]+"/.well-known/jwks.json"); status != 200 {
