@@ -184,10 +184,10 @@ func (in *Injector) Clear(ctx context.Context, route string) error {
 // ClearAll removes every rule.
 func (in *Injector) ClearAll(ctx context.Context) {
 	in.mu.Lock()
-	n := len(in.rules)
+	routes := slices.Sorted(maps.Keys(in.rules))
 	clear(in.rules)
 	in.mu.Unlock()
-	in.logger.WarnContext(ctx, "chaos rules cleared", "count", n)
+	in.logger.WarnContext(ctx, "chaos rules cleared", "count", len(routes), "routes", routes)
 }
 
 // Rules returns the active rules, by route.
