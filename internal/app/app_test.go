@@ -42,6 +42,7 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"bad number", map[string]string{"NOTIFICATIONS_CONCURRENCY": "many"}, nil, "NOTIFICATIONS_CONCURRENCY"},
 		{"zero concurrency", map[string]string{"NOTIFICATIONS_CONCURRENCY": "0"}, nil, "NOTIFICATIONS_CONCURRENCY"},
 		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
+		{"bad chaos switch", map[string]string{"BLUEPRINT_CHAOS": "please"}, nil, "BLUEPRINT_CHAOS"},
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
 		{"too many replicas", map[string]string{"NATS_STREAM_REPLICAS": "7"}, nil, "NATS_STREAM_REPLICAS"},
 		{"one service without keys", nil, []string{"run", "--target=orders"}, "BLUEPRINT_KEYS_DIR"},
@@ -153,7 +154,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run(--help) = %v", err)
 	}
-	for _, want := range []string{"blueprint demo", "blueprint keys generate", "Usage:"} {
+	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint chaos", "Usage:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help does not mention %q:\n%s", want, out)
 		}

@@ -69,6 +69,9 @@ type Config struct {
 	LoginRateLimit    int
 	LoginFailureLimit int
 
+	// Chaos serves fault injection rules on every ops listener.
+	Chaos bool
+
 	// targets is derived by Validate: the services to run, in start order.
 	targets []string
 }
@@ -158,6 +161,9 @@ func (c *Config) registerFlags(f *flags) {
 		"login attempts per minute per client IP")
 	f.Int(&c.LoginFailureLimit, "login-failure-limit", "LOGIN_FAILURE_LIMIT", 5,
 		"failed logins per 15 minutes per email")
+
+	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
+		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
 }
 
 // Validate checks the configuration and derives the target list. Every

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
@@ -48,12 +49,25 @@ const (
 	DeadLetterSubject = "dlq.notifications"
 )
 
+// Fault points of the worker, for chaos rules.
+const (
+	// FaultDeliver is hit before each delivery: latency makes deliveries
+	// slow, errors make them fail and be retried.
+	FaultDeliver = "notifications.deliver"
+	// FaultAfterDelivery is hit once the channel delivered, before the
+	// notification is recorded and the event acked: a crash there makes
+	// the redelivered event notify a second time.
+	FaultAfterDelivery = "notifications.after_delivery"
+)
+
 // WorkerConfig configures a Worker.
 type WorkerConfig struct {
 	JS        jetstream.JetStream
 	DB        *sqldb.DB
 	Directory Directory
 	Channel   Channel
+	// Faults injects faults at the fault points; nil injects none.
+	Faults *chaos.Injector
 	// Replicas of the streams the worker declares.
 	StreamReplicas int
 	// Concurrency is how many events one worker handles at once.
@@ -271,6 +285,9 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 	}); err != nil {
 		return err
 	}
+	if err := w.cfg.Faults.Hit(ctx, FaultAfterDelivery); err != nil {
+		return err
+	}
 	sentAt := sqldb.NewTime(w.cfg.Now()).Time
 	n.SentAt = &sentAt
 	inserted, err := record(ctx, w.cfg.DB, ev.ID, n)
@@ -292,7 +309,11 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 func (w *Worker) deliver(ctx context.Context, m Message) error {
 	ctx, span := w.tracer.Start(ctx, "deliver "+w.cfg.Channel.Name())
 	defer span.End()
-	if err := w.cfg.Channel.Deliver(ctx, m); err != nil {
+	err := w.cfg.Faults.Hit(ctx, FaultDeliver)
+	if err == nil {
+		err = w.cfg.Channel.Deliver(ctx, m)
+	}
+	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return fmt.Errorf("deliver on %s: %w", w.cfg.Channel.Name(), err)

@@ -57,7 +57,7 @@ type testService struct {
 func newTestService(t *testing.T, b sqldbtest.Backend) *testService {
 	t.Helper()
 	ts := &testService{db: b.Open(t, Migrations), clock: &testClock{now: start}}
-	ts.Service = NewService(ts.db, propagation.TraceContext{}, func() { ts.written.Add(1) }, ts.clock.Now)
+	ts.Service = NewService(ts.db, propagation.TraceContext{}, func() { ts.written.Add(1) }, ts.clock.Now, nil)
 	return ts
 }
 
