@@ -8,14 +8,18 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
 
 // TestBacklogGauge: blueprint.outbox.pending shows the events waiting, read
 // from the table at collection time, and drops to 0 once they are sent.
 func TestBacklogGauge(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testBacklogGauge)
+}
+
+func testBacklogGauge(t *testing.T, db *sqldb.DB) {
 	_, js := natsbustest.Start(t)
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, js)
 	reader := sdkmetric.NewManualReader()
 	cfg.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
