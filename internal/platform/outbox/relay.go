@@ -34,6 +34,12 @@ type RelayConfig struct {
 	Poll time.Duration
 	// Batch is how many rows one round claims and publishes.
 	Batch int
+	// Lease is how long a claim keeps other relays off a row (30 s when
+	// unset). It is what hands the rows of a relay that died mid-batch to
+	// another one. Keep it well above the 5 s ack timeout: a shorter lease
+	// lets another relay take rows a live one is still waiting on, and both
+	// publish them (JetStream drops the copy, but it is wasted work).
+	Lease time.Duration
 
 	Logger     *slog.Logger
 	Tracer     trace.TracerProvider
@@ -49,19 +55,20 @@ type Relay struct {
 	now    func() time.Time
 }
 
-// Timings of the relay. A lease outlives a batch's publish timeout by far,
-// so a live relay never loses its rows to another.
+// Timings of the relay.
 const (
-	leaseDuration = 30 * time.Second
-	ackTimeout    = 5 * time.Second
-	minBackoff    = 100 * time.Millisecond
-	maxBackoff    = 5 * time.Second
+	ackTimeout = 5 * time.Second
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
 )
 
-// Defaults for a RelayConfig that leaves Poll or Batch unset.
+// Defaults for a RelayConfig that leaves Poll, Batch or Lease unset. The
+// lease outlives a batch's ack timeout by far, so a live relay never loses
+// its rows to another.
 const (
 	defaultPoll  = time.Second
 	defaultBatch = 100
+	defaultLease = 30 * time.Second
 )
 
 // NewRelay returns a relay; Run starts it. It registers the outbox backlog
@@ -73,6 +80,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = defaultLease
 	}
 	const scope = "github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	_, err := cfg.Meter.Meter(scope).Int64ObservableGauge("blueprint.outbox.pending",
@@ -161,7 +171,7 @@ func (r *Relay) wait(ctx context.Context, d time.Duration) bool {
 // relayBatch claims pending rows, publishes them all, waits for their acks
 // and marks the acknowledged ones sent. It returns how many it claimed.
 func (r *Relay) relayBatch(ctx context.Context) (int, error) {
-	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, leaseDuration, r.now())
+	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, r.cfg.Lease, r.now())
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
