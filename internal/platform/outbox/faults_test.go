@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/orders"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
+	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 )
@@ -84,6 +86,52 @@ func spanAttr(s sdktrace.ReadOnlySpan, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestRelayResendsAfterAnAckTimeout: the publish reaches the stream, but its
+// PubAck never reaches the relay. That is an unknown outcome. The row stays
+// pending, since nothing acknowledged it, and is sent again with the same
+// Nats-Msg-Id; JetStream's duplicates window drops the copy, so the stream
+// holds the event once.
+func TestRelayResendsAfterAnAckTimeout(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testRelayResendsAfterAnAckTimeout)
+}
+
+func testRelayResendsAfterAnAckTimeout(t *testing.T, db *sqldb.DB) {
+	addr, direct := startTCPNATS(t)
+	proxy := newAckProxy(t, addr, events.OrderCreated)
+	cfg, rec := newTestConfig(t, db, connectJS(t, proxy.URL()))
+	m := newMessage(t, events.OrderCreated, requestSpan(t))
+	insert(t, db, m)
+	runRelay(t, newRelay(t, cfg))
+
+	waitClosed(t, proxy.Stalled(), "the relay to publish")
+	waitFor(t, waitTimeout, "the event to be stored", func() bool { return len(streamMessages(t, direct)) == 1 })
+	waitFor(t, waitTimeout, "the relay to stop waiting for the ack", func() bool {
+		return slices.ContainsFunc(publishSpans(rec, m.ID), func(s sdktrace.ReadOnlySpan) bool {
+			return spanAttr(s, "error.type") == "timeout"
+		})
+	})
+	// Stored, but no PubAck said so: the row is not marked.
+	if got := sentIDs(t, db); len(got) != 0 {
+		t.Errorf("rows with sent_at after an ack timeout = %v, want none", got)
+	}
+
+	proxy.release()
+	waitFor(t, waitTimeout, "the row to be sent again", func() bool { return pending(t, db) == 0 })
+	if got, want := streamIDs(streamMessages(t, direct)), []string{m.ID}; !slices.Equal(got, want) {
+		t.Errorf("stream Nats-Msg-Ids = %v, want %v (the event once)", got, want)
+	}
+	if got := minAttempts(t, db, []outbox.Message{m}); got < 2 {
+		t.Errorf("attempts = %d, want at least 2 (sent again)", got)
+	}
+	// The ack that marked the row was JetStream's answer to a copy.
+	if !slices.ContainsFunc(publishSpans(rec, m.ID), func(s sdktrace.ReadOnlySpan) bool {
+		return spanAttr(s, "messaging.nats.duplicate") == "true"
+	}) {
+		t.Errorf("no publish span of %s with messaging.nats.duplicate=true, want the acknowledged re-send", m.ID)
+	}
 }
 
 // The crashed relay runs in a process of its own, started from this test
@@ -245,5 +293,60 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	}
 	if got, want := streamIDs(streamMessages(t, direct)), ids(msgs); !slices.Equal(got, want) {
 		t.Errorf("stream Nats-Msg-Ids = %v, want %v (each event once)", got, want)
+	}
+}
+
+// TestRelayForgetsLostAcks: acks lost while the connection stays up (a
+// stream leader that changed mid-publish loses them so) must not pile up in
+// the NATS client, which holds at most a batch of unacknowledged publishes
+// for the relay and then refuses every publish until the connection drops.
+// Here a subject that no stream takes, with a subscriber that never answers,
+// loses the acks of a whole batch; then a stream takes the subject and every
+// row must go out.
+func TestRelayForgetsLostAcks(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testRelayForgetsLostAcks)
+}
+
+func testRelayForgetsLostAcks(t *testing.T, db *sqldb.DB) {
+	const subject = "silent.created"
+	_, js := natsbustest.Start(t)
+	sub, err := js.Conn().SubscribeSync(subject)
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", subject, err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	cfg, rec := newTestConfig(t, db, js)
+	var prepares atomic.Int32
+	cfg.Prepare = func(ctx context.Context) error {
+		sc := events.StreamConfig(1)
+		// Prepared again after the failed round, the stream takes the subject.
+		if prepares.Add(1) > 1 {
+			sc.Subjects = append(sc.Subjects, subject)
+		}
+		_, err := js.CreateOrUpdateStream(ctx, sc)
+		return err
+	}
+	sc := requestSpan(t)
+	msgs := make([]outbox.Message, cfg.Batch)
+	for i := range msgs {
+		msgs[i] = newMessage(t, subject, sc)
+	}
+	insert(t, db, msgs...)
+
+	runRelay(t, newRelay(t, cfg))
+	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
+
+	timeouts := 0
+	for _, s := range rec.Ended() {
+		if spanAttr(s, "error.type") == "timeout" {
+			timeouts++
+		}
+	}
+	if timeouts != len(msgs) {
+		t.Errorf("publish spans with error.type=timeout = %d, want %d (the first round's)", timeouts, len(msgs))
+	}
+	if got, want := streamIDs(streamMessages(t, js)), ids(msgs); !slices.Equal(got, want) {
+		t.Errorf("stream Nats-Msg-Ids = %v, want %v", got, want)
 	}
 }

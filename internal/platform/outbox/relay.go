@@ -22,6 +22,9 @@ import (
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	DB *sqldb.DB
+	// JS's connection carries the publishes. The relay publishes through a
+	// JetStream context of its own on it, one that forgets an ack after the
+	// ack timeout (see NewRelay).
 	JS jetstream.JetStream
 	// Prepare declares what publishing needs (the stream). The relay calls it
 	// before its first publish and again until it succeeds, so a service can
@@ -49,7 +52,9 @@ type RelayConfig struct {
 
 // Relay publishes outbox rows to JetStream.
 type Relay struct {
-	cfg    RelayConfig
+	cfg RelayConfig
+	// pub publishes; its acks time out on their own (see NewRelay).
+	pub    jetstream.JetStream
 	tracer trace.Tracer
 	wake   chan struct{}
 	now    func() time.Time
@@ -57,6 +62,9 @@ type Relay struct {
 
 // Timings of the relay.
 const (
+	// ackTimeout bounds the wait for a PubAck. Past it the outcome is
+	// unknown: the message may be stored. The row stays pending and is sent
+	// again with the same Nats-Msg-Id.
 	ackTimeout = 5 * time.Second
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
@@ -84,8 +92,23 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Lease <= 0 {
 		cfg.Lease = defaultLease
 	}
+	// A JetStream context keeps each async publish until its ack arrives,
+	// unless it has a publish timeout: without one, every ack lost on a live
+	// connection (a stream leader that changed mid-publish) stays pending for
+	// good, and once the context's limit of them has piled up every publish
+	// fails until the connection drops. So the relay publishes through a
+	// context of its own, whose acks time out. Its limit is one batch: each
+	// round waits for all of its publishes before the next, so the limit
+	// binds only if acks leak, and then publishing stops at once, loudly,
+	// rather than after thousands.
+	pub, err := jetstream.New(cfg.JS.Conn(),
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithPublishAsyncMaxPending(cfg.Batch))
+	if err != nil {
+		return nil, fmt.Errorf("outbox publisher: %w", err)
+	}
 	const scope = "github.com/ds-blueprint/blueprint/internal/platform/outbox"
-	_, err := cfg.Meter.Meter(scope).Int64ObservableGauge("blueprint.outbox.pending",
+	_, err = cfg.Meter.Meter(scope).Int64ObservableGauge("blueprint.outbox.pending",
 		metric.WithDescription("Outbox events not yet acknowledged by JetStream."),
 		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
 			n, err := Pending(ctx, cfg.DB)
@@ -100,6 +123,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	return &Relay{
 		cfg:    cfg,
+		pub:    pub,
 		tracer: cfg.Tracer.Tracer(scope),
 		wake:   make(chan struct{}, 1),
 		now:    time.Now,
@@ -184,7 +208,7 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	var errs []error
 	for _, m := range msgs {
 		span, nm := r.prepareMessage(m)
-		f, err := r.cfg.JS.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
+		f, err := r.pub.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
 		if err != nil {
 			endSpan(span, err)
 			errs = append(errs, fmt.Errorf("publish %s: %w", m.ID, err))
@@ -193,8 +217,8 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 		pending = append(pending, inflight{msg: m, span: span, future: f})
 	}
 
-	ackCtx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
+	// Every future resolves: with an ack, an error, or the publisher's ack
+	// timeout.
 	var sent []string
 	for _, p := range pending {
 		select {
@@ -204,14 +228,11 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 			endSpan(p.span, nil)
 			sent = append(sent, p.msg.ID)
 		case err := <-p.future.Err():
+			// On a timeout the outcome is unknown: the message may be
+			// stored. The row stays pending and is sent again with the same
+			// id; JetStream drops the copy within its duplicates window.
 			endSpan(p.span, err)
 			errs = append(errs, fmt.Errorf("publish %s: %w", p.msg.ID, err))
-		case <-ackCtx.Done():
-			// Unknown outcome: the message may be stored. It stays pending
-			// and is re-sent with the same id; JetStream drops the copy.
-			err := fmt.Errorf("publish %s: no ack within %s", p.msg.ID, ackTimeout)
-			endSpan(p.span, err)
-			errs = append(errs, err)
 		}
 	}
 	if err := markSent(ctx, r.cfg.DB, r.cfg.Owner, sent, r.now()); err != nil {
@@ -229,6 +250,7 @@ func (r *Relay) prepareMessage(m Message) (trace.Span, *nats.Msg) {
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.name", "publish"),
 			attribute.String("messaging.operation.type", "send"),
 			attribute.String("messaging.destination.name", m.Subject),
 			attribute.String("messaging.message.id", m.ID),
@@ -242,8 +264,27 @@ func (r *Relay) prepareMessage(m Message) (trace.Span, *nats.Msg) {
 
 func endSpan(span trace.Span, err error) {
 	if err != nil {
+		span.SetAttributes(attribute.String("error.type", errorType(err)))
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// errorType names the class of a failed publish for the error.type
+// attribute: few values, so a dashboard can split failures by cause.
+func errorType(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return "timeout" // unknown outcome: the message may be stored
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return "no_responders" // no stream takes the subject, or JetStream is down
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
+		return "disconnected"
+	case errors.As(err, &apiErr):
+		return "jetstream_error" // the stream refused it: full, sealed, …
+	}
+	return "_OTHER"
 }
