@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -102,6 +103,8 @@ func testRelayResendsAfterAnAckTimeout(t *testing.T, db *sqldb.DB) {
 	addr, direct := startTCPNATS(t)
 	proxy := newAckProxy(t, addr, events.OrderCreated)
 	cfg, rec := newTestConfig(t, db, connectJS(t, proxy.URL()))
+	reader := sdkmetric.NewManualReader()
+	cfg.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	m := newMessage(t, events.OrderCreated, requestSpan(t))
 	insert(t, db, m)
 	runRelay(t, newRelay(t, cfg))
@@ -116,6 +119,9 @@ func testRelayResendsAfterAnAckTimeout(t *testing.T, db *sqldb.DB) {
 	// Stored, but no PubAck said so: the row is not marked.
 	if got := sentIDs(t, db); len(got) != 0 {
 		t.Errorf("rows with sent_at after an ack timeout = %v, want none", got)
+	}
+	if got := publishCount(t, reader, events.OrderCreated, "timeout"); got < 1 {
+		t.Errorf("messaging.client.operation.duration count with error.type=timeout = %d, want at least 1", got)
 	}
 
 	proxy.release()
