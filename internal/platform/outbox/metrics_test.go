@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync/atomic"
@@ -177,6 +178,11 @@ func testPublishMetrics(t *testing.T, db *sqldb.DB) {
 	// Lag runs from the commit, not from the claim.
 	if lowest, ok := lag.Min.Value(); !ok || lowest < 60 {
 		t.Errorf("blueprint.outbox.lag min = %vs, want at least 60s", lowest)
+	}
+	// Exemplars link a value to the trace of the order that caused it.
+	traceID := sc.TraceID()
+	if len(lag.Exemplars) == 0 || !bytes.Equal(lag.Exemplars[0].TraceID, traceID[:]) {
+		t.Errorf("blueprint.outbox.lag exemplars = %+v, want one in trace %s", lag.Exemplars, traceID)
 	}
 	if _, ok := histogram(t, reader, "blueprint.outbox.lag", attribute.String("messaging.destination.name", refused.Subject)); ok {
 		t.Errorf("blueprint.outbox.lag has %s, which was never acknowledged", refused.Subject)
