@@ -8,10 +8,12 @@
 // original system published fire-and-forget after the write and lost every
 // event of a NATS outage.
 //
-// Delivery is at least once. A relay that crashes after publishing and before
-// marking re-sends the event with the same Nats-Msg-Id, which JetStream drops
-// within its duplicates window; consumers are idempotent by event id for
-// anything older.
+// Delivery is at least once. A publish that JetStream did not acknowledge
+// (refused, timed out, or made by a relay that died before marking it) leaves
+// the row pending, and it is sent again with the same Nats-Msg-Id: by the
+// same relay at its next round, or by any relay once the dead one's lease
+// has ended. JetStream drops such a copy within its duplicates window;
+// consumers are idempotent by event id for anything older.
 //
 // The table (created by the owning service's migrations):
 //
@@ -130,9 +132,22 @@ func markSent(ctx context.Context, db *sqldb.DB, owner string, ids []string, now
 
 // Pending counts the messages not yet sent.
 func Pending(ctx context.Context, db *sqldb.DB) (int, error) {
+	n, _, err := backlog(ctx, db)
+	return n, err
+}
+
+// backlog counts the messages not yet sent and returns when the first of
+// them in line was written (zero when none waits). The first in line is the
+// lowest id, as the relay sends them: found through the pending index, it
+// costs the same however long the backlog has grown.
+func backlog(ctx context.Context, db *sqldb.DB) (int, time.Time, error) {
 	var n int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count pending outbox rows: %w", err)
+	var first sqldb.NullTime
+	err := db.QueryRowContext(ctx, `
+		SELECT count(*), (SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1)
+		FROM outbox WHERE sent_at IS NULL`).Scan(&n, &first)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count pending outbox rows: %w", err)
 	}
-	return n, nil
+	return n, first.Time.Time, nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/semconv/v1.43.0/messagingconv"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
@@ -22,6 +23,9 @@ import (
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	DB *sqldb.DB
+	// JS's connection carries the publishes. The relay publishes through a
+	// JetStream context of its own on it, one that forgets an ack after the
+	// ack timeout (see NewRelay).
 	JS jetstream.JetStream
 	// Prepare declares what publishing needs (the stream). The relay calls it
 	// before its first publish and again until it succeeds, so a service can
@@ -34,6 +38,12 @@ type RelayConfig struct {
 	Poll time.Duration
 	// Batch is how many rows one round claims and publishes.
 	Batch int
+	// Lease is how long a claim keeps other relays off a row (30 s when
+	// unset). It is what hands the rows of a relay that died mid-batch to
+	// another one. Keep it well above the 5 s ack timeout: a shorter lease
+	// lets another relay take rows a live one is still waiting on, and both
+	// publish them (JetStream drops the copy, but it is wasted work).
+	Lease time.Duration
 
 	Logger     *slog.Logger
 	Tracer     trace.TracerProvider
@@ -43,30 +53,48 @@ type RelayConfig struct {
 
 // Relay publishes outbox rows to JetStream.
 type Relay struct {
-	cfg    RelayConfig
-	tracer trace.Tracer
-	wake   chan struct{}
-	now    func() time.Time
+	cfg RelayConfig
+	// pub publishes; its acks time out on their own (see NewRelay).
+	pub      jetstream.JetStream
+	tracer   trace.Tracer
+	duration messagingconv.ClientOperationDuration
+	lag      metric.Float64Histogram
+	wake     chan struct{}
+	now      func() time.Time
 }
 
-// Timings of the relay. A lease outlives a batch's publish timeout by far,
-// so a live relay never loses its rows to another.
+// Timings of the relay.
 const (
-	leaseDuration = 30 * time.Second
-	ackTimeout    = 5 * time.Second
-	minBackoff    = 100 * time.Millisecond
-	maxBackoff    = 5 * time.Second
+	// ackTimeout bounds the wait for a PubAck. Past it the outcome is
+	// unknown: the message may be stored. The row stays pending and is sent
+	// again with the same Nats-Msg-Id.
+	ackTimeout = 5 * time.Second
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
 )
 
-// Defaults for a RelayConfig that leaves Poll or Batch unset.
+// Defaults for a RelayConfig that leaves Poll, Batch or Lease unset. The
+// lease outlives a batch's ack timeout by far, so a live relay never loses
+// its rows to another.
 const (
 	defaultPoll  = time.Second
 	defaultBatch = 100
+	defaultLease = 30 * time.Second
 )
 
-// NewRelay returns a relay; Run starts it. It registers the outbox backlog
-// gauge, read from the table at each scrape, so the backlog shows even when
-// the relay itself is stuck.
+// Histogram buckets, in seconds. Publish latency follows the semantic
+// conventions' advice for messaging.client.operation.duration. Lag reaches
+// further, to the length of a NATS outage; its 120 s bound is the stream's
+// duplicates window, so the buckets above it count the events a re-send
+// could have stored twice.
+var (
+	durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+	lagBuckets      = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+)
+
+// NewRelay returns a relay; Run starts it. It registers the relay's metrics.
+// The backlog and the age of its oldest event are read from the table at
+// each scrape, so they show even when the relay itself is stuck.
 func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = defaultPoll
@@ -74,26 +102,79 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
 	}
-	const scope = "github.com/ds-blueprint/blueprint/internal/platform/outbox"
-	_, err := cfg.Meter.Meter(scope).Int64ObservableGauge("blueprint.outbox.pending",
-		metric.WithDescription("Outbox events not yet acknowledged by JetStream."),
-		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
-			n, err := Pending(ctx, cfg.DB)
-			if err != nil {
-				return err
-			}
-			o.Observe(int64(n))
-			return nil
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("outbox metrics: %w", err)
+	if cfg.Lease <= 0 {
+		cfg.Lease = defaultLease
 	}
-	return &Relay{
+	// A JetStream context keeps each async publish until its ack arrives,
+	// unless it has a publish timeout: without one, every ack lost on a live
+	// connection (a stream leader that changed mid-publish) stays pending for
+	// good, and once the context's limit of them has piled up every publish
+	// fails until the connection drops. So the relay publishes through a
+	// context of its own, whose acks time out. Its limit is one batch: each
+	// round waits for all of its publishes before the next, so the limit
+	// binds only if acks leak, and then publishing stops at once, loudly,
+	// rather than after thousands.
+	pub, err := jetstream.New(cfg.JS.Conn(),
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithPublishAsyncMaxPending(cfg.Batch))
+	if err != nil {
+		return nil, fmt.Errorf("outbox publisher: %w", err)
+	}
+	r := &Relay{
 		cfg:    cfg,
+		pub:    pub,
 		tracer: cfg.Tracer.Tracer(scope),
 		wake:   make(chan struct{}, 1),
 		now:    time.Now,
-	}, nil
+	}
+	if err := r.registerMetrics(cfg.Meter.Meter(scope)); err != nil {
+		return nil, fmt.Errorf("outbox metrics: %w", err)
+	}
+	return r, nil
+}
+
+const scope = "github.com/ds-blueprint/blueprint/internal/platform/outbox"
+
+// registerMetrics creates the relay's instruments. Every replica reports the
+// same backlog, read from the shared table; take their max, not their sum.
+func (r *Relay) registerMetrics(m metric.Meter) error {
+	pending, err := m.Int64ObservableGauge("blueprint.outbox.pending",
+		metric.WithDescription("Outbox events not yet acknowledged by JetStream."))
+	if err != nil {
+		return err
+	}
+	oldest, err := m.Float64ObservableGauge("blueprint.outbox.oldest_pending_age",
+		metric.WithDescription("Age of the oldest outbox event not yet acknowledged by JetStream; 0 when none waits."),
+		metric.WithUnit("s"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		n, first, err := backlog(ctx, r.cfg.DB)
+		if err != nil {
+			return err
+		}
+		o.ObserveInt64(pending, int64(n))
+		age := 0.0
+		if n > 0 {
+			// Clamped: another replica's clock may run ahead of this one.
+			age = max(0, r.now().Sub(first).Seconds())
+		}
+		o.ObserveFloat64(oldest, age)
+		return nil
+	}, pending, oldest)
+	if err != nil {
+		return err
+	}
+	if r.duration, err = messagingconv.NewClientOperationDuration(m,
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return err
+	}
+	r.lag, err = m.Float64Histogram("blueprint.outbox.lag",
+		metric.WithDescription("Time from an outbox event's commit to its PubAck: how late the rest of the system hears of it."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(lagBuckets...))
+	return err
 }
 
 // Notify wakes the relay after a commit that wrote outbox rows. It never
@@ -161,47 +242,52 @@ func (r *Relay) wait(ctx context.Context, d time.Duration) bool {
 // relayBatch claims pending rows, publishes them all, waits for their acks
 // and marks the acknowledged ones sent. It returns how many it claimed.
 func (r *Relay) relayBatch(ctx context.Context) (int, error) {
-	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, leaseDuration, r.now())
+	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, r.cfg.Lease, r.now())
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
 	type inflight struct {
 		msg    Message
+		ctx    context.Context // carries the publish span, for exemplars
 		span   trace.Span
+		start  time.Time
 		future jetstream.PubAckFuture
 	}
 	pending := make([]inflight, 0, len(msgs))
 	var errs []error
 	for _, m := range msgs {
-		span, nm := r.prepareMessage(m)
-		f, err := r.cfg.JS.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
+		spanCtx, span, nm := r.prepareMessage(m)
+		start := r.now()
+		f, err := r.pub.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
 		if err != nil {
-			endSpan(span, err)
+			r.failed(spanCtx, span, m, start, err)
 			errs = append(errs, fmt.Errorf("publish %s: %w", m.ID, err))
 			continue
 		}
-		pending = append(pending, inflight{msg: m, span: span, future: f})
+		pending = append(pending, inflight{msg: m, ctx: spanCtx, span: span, start: start, future: f})
 	}
 
-	ackCtx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
+	// Every future resolves: with an ack, an error, or the publisher's ack
+	// timeout. JetStream acks a stream's messages in order, so reading them
+	// in order costs little precision in the latency recorded.
 	var sent []string
 	for _, p := range pending {
 		select {
 		case ack := <-p.future.Ok():
+			now := r.now()
+			r.duration.Record(p.ctx, now.Sub(p.start).Seconds(), "publish", "nats", r.publishAttrs(p.msg.Subject)...)
+			r.lag.Record(p.ctx, now.Sub(p.msg.CreatedAt).Seconds(),
+				metric.WithAttributes(attribute.String("messaging.destination.name", p.msg.Subject)))
 			p.span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(ack.Sequence)),
 				attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
-			endSpan(p.span, nil)
+			p.span.End()
 			sent = append(sent, p.msg.ID)
 		case err := <-p.future.Err():
-			endSpan(p.span, err)
+			// On a timeout the outcome is unknown: the message may be
+			// stored. The row stays pending and is sent again with the same
+			// id; JetStream drops the copy within its duplicates window.
+			r.failed(p.ctx, p.span, p.msg, p.start, err)
 			errs = append(errs, fmt.Errorf("publish %s: %w", p.msg.ID, err))
-		case <-ackCtx.Done():
-			// Unknown outcome: the message may be stored. It stays pending
-			// and is re-sent with the same id; JetStream drops the copy.
-			err := fmt.Errorf("publish %s: no ack within %s", p.msg.ID, ackTimeout)
-			endSpan(p.span, err)
-			errs = append(errs, err)
 		}
 	}
 	if err := markSent(ctx, r.cfg.DB, r.cfg.Owner, sent, r.now()); err != nil {
@@ -210,15 +296,55 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	return len(msgs), errors.Join(errs...)
 }
 
+// publishAttrs are the attributes of a publish to subject, beside the
+// operation name and system that Record adds.
+func (r *Relay) publishAttrs(subject string, extra ...attribute.KeyValue) []attribute.KeyValue {
+	return append([]attribute.KeyValue{
+		r.duration.AttrOperationType(messagingconv.OperationTypeSend),
+		r.duration.AttrDestinationName(subject),
+	}, extra...)
+}
+
+// failed records a publish of m that ended in err, on its span and in the
+// publish latency.
+func (r *Relay) failed(ctx context.Context, span trace.Span, m Message, start time.Time, err error) {
+	et := errorType(err)
+	r.duration.Record(ctx, r.now().Sub(start).Seconds(), "publish", "nats",
+		r.publishAttrs(m.Subject, r.duration.AttrErrorType(et))...)
+	span.SetAttributes(attribute.String("error.type", string(et)))
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	span.End()
+}
+
+// errorType names the class of a failed publish for the error.type
+// attribute: few values, so a dashboard can split failures by cause.
+func errorType(err error) messagingconv.ErrorTypeAttr {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return "timeout" // unknown outcome: the message may be stored
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return "no_responders" // no stream takes the subject, or JetStream is down
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
+		return "disconnected"
+	case errors.As(err, &apiErr):
+		return "jetstream_error" // the stream refused it: full, sealed, …
+	}
+	return messagingconv.ErrorTypeOther
+}
+
 // prepareMessage starts the publish span as a child of the trace stored with
 // the row, and carries the span's context in the message headers so the
 // consumer continues the same trace.
-func (r *Relay) prepareMessage(m Message) (trace.Span, *nats.Msg) {
+func (r *Relay) prepareMessage(m Message) (context.Context, trace.Span, *nats.Msg) {
 	parent := r.cfg.Propagator.Extract(context.Background(), propagation.MapCarrier(m.Headers))
 	ctx, span := r.tracer.Start(parent, "send "+m.Subject,
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.name", "publish"),
 			attribute.String("messaging.operation.type", "send"),
 			attribute.String("messaging.destination.name", m.Subject),
 			attribute.String("messaging.message.id", m.ID),
@@ -227,13 +353,5 @@ func (r *Relay) prepareMessage(m Message) (trace.Span, *nats.Msg) {
 	nm := nats.NewMsg(m.Subject)
 	nm.Data = m.Payload
 	r.cfg.Propagator.Inject(ctx, natsbus.Header(nm.Header))
-	return span, nm
-}
-
-func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
+	return ctx, span, nm
 }

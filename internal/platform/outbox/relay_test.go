@@ -54,11 +54,16 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// newTestDB opens a database with an outbox table: the orders schema, which
-// is the one production relays run against.
-func newTestDB(t *testing.T) *sqldb.DB {
+// eachBackend runs fn once per database backend, in parallel subtests named
+// sqlite and postgres, each with a fresh database holding the orders schema:
+// the one production relays run against. The postgres one skips, saying
+// why, unless BLUEPRINT_TEST_POSTGRES_URL is set.
+func eachBackend(t *testing.T, fn func(t *testing.T, db *sqldb.DB)) {
 	t.Helper()
-	return sqldbtest.OpenSQLite(t, orders.Migrations)
+	sqldbtest.Run(t, orders.Migrations, func(t *testing.T, db *sqldb.DB) {
+		t.Parallel()
+		fn(t, db)
+	})
 }
 
 // createStream is the Prepare production uses: declare the ORDERS stream.
@@ -271,8 +276,11 @@ func streamIDs(msgs []*jetstream.RawStreamMsg) []string {
 
 func TestRelayPublishesPendingRowsInOrder(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testRelayPublishesPendingRowsInOrder)
+}
+
+func testRelayPublishesPendingRowsInOrder(t *testing.T, db *sqldb.DB) {
 	_, js := natsbustest.Start(t)
-	db := newTestDB(t)
 	cfg, rec := newTestConfig(t, db, js)
 	req := requestSpan(t)
 	msgs := newMessages(t, 4, req)
@@ -322,8 +330,11 @@ func TestRelayPublishesPendingRowsInOrder(t *testing.T) {
 
 func TestRelayNotifyWakesItBeforeThePoll(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testRelayNotifyWakesItBeforeThePoll)
+}
+
+func testRelayNotifyWakesItBeforeThePoll(t *testing.T, db *sqldb.DB) {
 	_, js := natsbustest.Start(t)
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, js) // Poll is an hour
 	first := newMessage(t, events.OrderCreated, requestSpan(t))
 	insert(t, db, first)
@@ -356,47 +367,55 @@ func TestRelayRetriesPrepare(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, js := natsbustest.Start(t)
-			db := newTestDB(t)
-			cfg, _ := newTestConfig(t, db, js)
-			var calls atomic.Int32
-			// Until Prepare succeeds the stream does not exist: nothing can
-			// be published and nothing may be marked sent.
-			var pendingWhileFailing atomic.Int32
-			pendingWhileFailing.Store(-1)
-			cfg.Prepare = func(ctx context.Context) error {
-				n := calls.Add(1)
-				if int(n) <= tt.failures {
-					if p, err := outbox.Pending(ctx, db); err == nil && int(n) == tt.failures {
-						pendingWhileFailing.Store(int32(p))
-					}
-					return errors.New("stream not ready")
-				}
-				return createStream(js)(ctx)
-			}
-			msgs := newMessages(t, 3, requestSpan(t))
-			insert(t, db, msgs...)
-
-			runRelay(t, newRelay(t, cfg))
-			waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
-
-			if got := pendingWhileFailing.Load(); got != int32(len(msgs)) {
-				t.Errorf("Pending() during the last failed Prepare = %d, want %d", got, len(msgs))
-			}
-			if got, want := int(calls.Load()), tt.failures+1; got != want {
-				t.Errorf("Prepare calls = %d, want %d (retried until it succeeds, then never again)", got, want)
-			}
-			if got, want := streamIDs(streamMessages(t, js)), ids(msgs); !slices.Equal(got, want) {
-				t.Errorf("stream Nats-Msg-Ids = %v, want %v", got, want)
-			}
+			eachBackend(t, func(t *testing.T, db *sqldb.DB) {
+				testRelayRetriesPrepare(t, db, tt.failures)
+			})
 		})
+	}
+}
+
+func testRelayRetriesPrepare(t *testing.T, db *sqldb.DB, failures int) {
+	_, js := natsbustest.Start(t)
+	cfg, _ := newTestConfig(t, db, js)
+	var calls atomic.Int32
+	// Until Prepare succeeds the stream does not exist: nothing can
+	// be published and nothing may be marked sent.
+	var pendingWhileFailing atomic.Int32
+	pendingWhileFailing.Store(-1)
+	cfg.Prepare = func(ctx context.Context) error {
+		n := calls.Add(1)
+		if int(n) <= failures {
+			if p, err := outbox.Pending(ctx, db); err == nil && int(n) == failures {
+				pendingWhileFailing.Store(int32(p))
+			}
+			return errors.New("stream not ready")
+		}
+		return createStream(js)(ctx)
+	}
+	msgs := newMessages(t, 3, requestSpan(t))
+	insert(t, db, msgs...)
+
+	runRelay(t, newRelay(t, cfg))
+	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
+
+	if got := pendingWhileFailing.Load(); got != int32(len(msgs)) {
+		t.Errorf("Pending() during the last failed Prepare = %d, want %d", got, len(msgs))
+	}
+	if got, want := int(calls.Load()), failures+1; got != want {
+		t.Errorf("Prepare calls = %d, want %d (retried until it succeeds, then never again)", got, want)
+	}
+	if got, want := streamIDs(streamMessages(t, js)), ids(msgs); !slices.Equal(got, want) {
+		t.Errorf("stream Nats-Msg-Ids = %v, want %v", got, want)
 	}
 }
 
 func TestRelayNeverMarksARefusedRowSent(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testRelayNeverMarksARefusedRowSent)
+}
+
+func testRelayNeverMarksARefusedRowSent(t *testing.T, db *sqldb.DB) {
 	_, js := natsbustest.Start(t)
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, js)
 	sc := requestSpan(t)
 	before, after := newMessage(t, events.OrderCreated, sc), newMessage(t, events.OrderCreated, sc)
@@ -465,9 +484,12 @@ func (n *tcpNATS) outage(t *testing.T) {
 
 func TestRelaySurvivesANATSOutage(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testRelaySurvivesANATSOutage)
+}
+
+func testRelaySurvivesANATSOutage(t *testing.T, db *sqldb.DB) {
 	storeDir := t.TempDir()
 	bus := newTCPNATS(t, storeDir)
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, bus.js)
 	var prepares atomic.Int64
 	prepare := cfg.Prepare
@@ -506,16 +528,17 @@ func TestRelaySurvivesANATSOutage(t *testing.T) {
 	}
 }
 
+// TestRelayRedeclaresAStreamLostWithTheServer: NATS comes back without the
+// ORDERS stream (a server replaced with an empty store). Publishes fail with
+// "no responders" until the relay, which prepares again after every failed
+// round, declares the stream anew.
 func TestRelayRedeclaresAStreamLostWithTheServer(t *testing.T) {
 	t.Parallel()
-	// Known bug, reported and not fixed here: Run calls Prepare only until
-	// it first succeeds, so when NATS comes back without the ORDERS stream
-	// (a server replaced with an empty store) every publish fails with "no
-	// responders" and the rows stay pending for ever. Remove the skip once
-	// the relay prepares again after such failures.
+	eachBackend(t, testRelayRedeclaresAStreamLostWithTheServer)
+}
 
+func testRelayRedeclaresAStreamLostWithTheServer(t *testing.T, db *sqldb.DB) {
 	bus := newTCPNATS(t, t.TempDir())
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, bus.js)
 	r := newRelay(t, cfg)
 	runRelay(t, r)
@@ -536,8 +559,11 @@ func TestRelayRedeclaresAStreamLostWithTheServer(t *testing.T) {
 
 func TestRelayResendIsDeduplicated(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testRelayResendIsDeduplicated)
+}
+
+func testRelayResendIsDeduplicated(t *testing.T, db *sqldb.DB) {
 	_, js := natsbustest.Start(t)
-	db := newTestDB(t)
 	cfg, _ := newTestConfig(t, db, js)
 	if err := createStream(js)(t.Context()); err != nil {
 		t.Fatalf("create stream: %v", err)
@@ -571,20 +597,19 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 	tests := []struct {
 		name string
 		// start runs a relay into the state under test and returns its stop.
-		start func(t *testing.T) func()
+		start func(t *testing.T, db *sqldb.DB) func()
 	}{
-		{"idle", func(t *testing.T) func() {
+		{"idle", func(t *testing.T, db *sqldb.DB) func() {
 			_, js := natsbustest.Start(t)
-			db := newTestDB(t)
 			cfg, _ := newTestConfig(t, db, js)
 			insert(t, db, newMessage(t, events.OrderCreated, requestSpan(t)))
 			stop := runRelay(t, newRelay(t, cfg))
 			waitFor(t, waitTimeout, "the row to be sent", func() bool { return pending(t, db) == 0 })
 			return stop
 		}},
-		{"retrying Prepare", func(t *testing.T) func() {
+		{"retrying Prepare", func(t *testing.T, db *sqldb.DB) func() {
 			_, js := natsbustest.Start(t)
-			cfg, _ := newTestConfig(t, newTestDB(t), js)
+			cfg, _ := newTestConfig(t, db, js)
 			var calls atomic.Int32
 			cfg.Prepare = func(context.Context) error { calls.Add(1); return errors.New("never ready") }
 			stop := runRelay(t, newRelay(t, cfg))
@@ -595,15 +620,20 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			// stop fails the test unless Run returns nil within 5 s.
-			tt.start(t)()
+			eachBackend(t, func(t *testing.T, db *sqldb.DB) {
+				// stop fails the test unless Run returns nil within 5 s.
+				tt.start(t, db)()
+			})
 		})
 	}
 }
 
 func TestPending(t *testing.T) {
 	t.Parallel()
-	db := newTestDB(t)
+	eachBackend(t, testPending)
+}
+
+func testPending(t *testing.T, db *sqldb.DB) {
 	if n := pending(t, db); n != 0 {
 		t.Errorf("Pending() of an empty outbox = %d, want 0", n)
 	}
