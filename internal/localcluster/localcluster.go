@@ -112,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		}
 	}
 	if cfg.AllInOne {
-		return c, c.startAllInOne(ctx)
+		return c, c.startAllInOne(ctx, keys)
 	}
 	if err := c.startNATS(ctx); err != nil {
 		return nil, err
@@ -171,11 +171,12 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 }
 
 // startAllInOne runs every service in one process on fresh loopback ports.
-func (c *Cluster) startAllInOne(ctx context.Context) error {
+// The keys come from files, so tokens outlive a restart of the process.
+func (c *Cluster) startAllInOne(ctx context.Context, keys string) error {
 	natsAddr := freeAddr()
 	c.NATSURL = "nats://" + natsAddr
 	dataDir := filepath.Join(c.cfg.Dir, "blueprint")
-	env := append(os.Environ(), "NATS_EMBEDDED_ADDR="+natsAddr, "LOG_FORMAT=json")
+	env := append(os.Environ(), "BLUEPRINT_KEYS_DIR="+keys, "NATS_EMBEDDED_ADDR="+natsAddr, "LOG_FORMAT=json")
 	for _, s := range []string{"users", "orders", "notifications"} {
 		c.Databases[s] = "sqlite:" + filepath.Join(dataDir, s+".db")
 	}

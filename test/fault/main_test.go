@@ -63,7 +63,7 @@ type system struct {
 // suiteEnv is every process's environment in the suite: no rate limits
 // (the load is one client), fault switches on, and a short AckWait so a
 // worker killed mid-event has it redelivered within seconds.
-var suiteEnv = []string{"RATE_LIMITS_ENABLED=false", "LOG_LEVEL=info"}
+var suiteEnv = []string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true", "LOG_LEVEL=info"}
 
 // start runs a system for the test: by default one NATS process and one
 // process per service, on SQLite. It is stopped when the test ends.
