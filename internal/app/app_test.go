@@ -41,6 +41,8 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"bad database URL", map[string]string{"USERS_DATABASE_URL": "mysql://db/users"}, nil, "USERS_DATABASE_URL"},
 		{"bad number", map[string]string{"NOTIFICATIONS_CONCURRENCY": "many"}, nil, "NOTIFICATIONS_CONCURRENCY"},
 		{"zero concurrency", map[string]string{"NOTIFICATIONS_CONCURRENCY": "0"}, nil, "NOTIFICATIONS_CONCURRENCY"},
+		{"short ack wait", map[string]string{"NOTIFICATIONS_ACK_WAIT": "500ms"}, nil, "NOTIFICATIONS_ACK_WAIT"},
+		{"zero max deliver", map[string]string{"NOTIFICATIONS_MAX_DELIVER": "0"}, nil, "NOTIFICATIONS_MAX_DELIVER"},
 		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
 		{"too many replicas", map[string]string{"NATS_STREAM_REPLICAS": "7"}, nil, "NATS_STREAM_REPLICAS"},

@@ -57,6 +57,8 @@ type Config struct {
 	ShutdownTimeout        time.Duration
 	OutboxPollInterval     time.Duration
 	WorkerConcurrency      int
+	WorkerAckWait          time.Duration
+	WorkerMaxDeliver       int
 
 	RateLimitsEnabled bool
 	RateLimitRPS      float64
@@ -134,6 +136,10 @@ func (c *Config) registerFlags(f *flags) {
 		"how often the outbox relay looks for events when not woken by a commit")
 	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 16,
 		"events one notifications worker handles at once")
+	f.Duration(&c.WorkerAckWait, "notifications-ack-wait", "NOTIFICATIONS_ACK_WAIT", notifications.DefaultAckWait,
+		"how long NATS waits for a worker's ack or heartbeat before redelivering an event to another replica")
+	f.Int(&c.WorkerMaxDeliver, "notifications-max-deliver", "NOTIFICATIONS_MAX_DELIVER", notifications.DefaultMaxDeliver,
+		"attempts per event before it is dead-lettered")
 
 	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
 		"apply the gateway's rate limits; false switches every limit off (load tests)")
@@ -210,6 +216,14 @@ func (c *Config) Validate() error {
 	}
 	if c.WorkerConcurrency < 1 {
 		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))
+	}
+	// Shorter, and a heartbeat delayed by a network hiccup hands a live
+	// worker's event to another replica.
+	if c.WorkerAckWait < time.Second {
+		errs = append(errs, errors.New("NOTIFICATIONS_ACK_WAIT: must be at least 1s"))
+	}
+	if c.WorkerMaxDeliver < 1 {
+		errs = append(errs, errors.New("NOTIFICATIONS_MAX_DELIVER: must be at least 1"))
 	}
 	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
 		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))

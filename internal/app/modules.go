@@ -250,6 +250,8 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 		Channel:        notifications.LogChannel{Logger: m.logger},
 		StreamReplicas: s.cfg.NATSStreamReplicas,
 		Concurrency:    s.cfg.WorkerConcurrency,
+		AckWait:        s.cfg.WorkerAckWait,
+		MaxDeliver:     s.cfg.WorkerMaxDeliver,
 		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
 		Now: time.Now,
 	})
