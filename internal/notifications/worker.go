@@ -48,12 +48,6 @@ const (
 // backoff is the wait before attempt n+1 after attempt n failed.
 var backoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
 
-// Dead letters go to their own stream so they can be inspected and replayed.
-const (
-	DeadLetterStream  = "DLQ"
-	DeadLetterSubject = "dlq.notifications"
-)
-
 // WorkerConfig configures a Worker.
 type WorkerConfig struct {
 	JS        jetstream.JetStream
@@ -129,6 +123,14 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 }
 
 // consumerConfig is the durable consumer every replica shares.
+//
+// It sets no BackOff, on purpose. A consumer's BackOff times only the
+// redeliveries the server makes on its own when an ack is late, not those
+// after a nak; it replaces AckWait, so the first ack timeout would be
+// BackOff[0] (1 s), shorter than an attempt may take; and the server
+// refuses a BackOff with more steps than MaxDeliver. The worker naks the
+// failures it sees on the back-off table instead, and AckWait stays one
+// fixed time for the failure it cannot see: a worker that died.
 func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
@@ -138,6 +140,7 @@ func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: maxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
 }
 
@@ -147,10 +150,7 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, events.StreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", events.Stream, err)
 	}
-	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: DeadLetterStream, Subjects: []string{"dlq.>"}, Storage: jetstream.FileStorage,
-		MaxAge: 30 * 24 * time.Hour, Replicas: max(1, w.cfg.StreamReplicas),
-	}); err != nil {
+	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, DeadLetterStreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", DeadLetterStream, err)
 	}
 	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, w.consumerConfig())
