@@ -370,29 +370,43 @@ func (w *Worker) deliver(ctx context.Context, m Message) error {
 
 // deadLetter copies the event to the dead-letter stream with the reason and
 // terminates it, so it is neither retried forever nor lost. If the copy
-// fails the event is left for redelivery instead.
+// fails the event is not terminated: before the last attempt it comes back
+// after AckWait and is dead-lettered then; after the last one the server
+// will not deliver it again (it sends a MAX_DELIVERIES advisory) and the
+// event is left only in the ORDERS stream, which the error log says.
 func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64, reason error) {
+	id := eventID(m.Headers())
 	dl := nats.NewMsg(DeadLetterSubject)
 	dl.Data = m.Data()
-	for k, v := range m.Headers() {
-		if k != nats.MsgIdHdr {
-			dl.Header[k] = v
+	copyHeaders(dl.Header, m.Headers())
+	dl.Header.Set(hdrReason, reason.Error())
+	dl.Header.Set(hdrOriginalSubject, m.Subject())
+	dl.Header.Set(hdrAttempts, fmt.Sprint(attempt))
+	if id != "" {
+		dl.Header.Set(hdrEventID, id)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID := m.Headers().Get(nats.MsgIdHdr); msgID != "" {
+		// One dead letter per published copy, even when two replicas give
+		// up on it at once; a replay is a new copy (its own msg id), so
+		// giving up on it again makes a new dead letter.
+		opts = append(opts, jetstream.WithMsgID("dlq-"+msgID))
+	}
+	if _, err := w.cfg.JS.PublishMsg(ctx, dl, opts...); err != nil {
+		attrs := []any{"event_id", id, "attempts", attempt, "error", err.Error()}
+		if attempt >= uint64(w.cfg.MaxDeliver) {
+			if md, mdErr := m.Metadata(); mdErr == nil {
+				attrs = append(attrs, "stream_seq", md.Sequence.Stream)
+			}
+			w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; event left in stream "+events.Stream, attrs...)
+			return
 		}
-	}
-	dl.Header.Set("Blueprint-Dead-Letter-Reason", reason.Error())
-	dl.Header.Set("Blueprint-Original-Subject", m.Subject())
-	dl.Header.Set("Blueprint-Attempts", fmt.Sprint(attempt))
-	if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
-		dl.Header.Set("Blueprint-Event-Id", id)
-		dl.Header.Set(nats.MsgIdHdr, "dlq-"+id)
-	}
-	if _, err := w.cfg.JS.PublishMsg(ctx, dl); err != nil {
-		w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; leaving event for redelivery", "error", err.Error())
+		w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; leaving event for redelivery", attrs...)
 		return
 	}
 	if err := m.Term(); err != nil {
 		w.cfg.Logger.WarnContext(ctx, "term failed", "error", err.Error())
 	}
 	w.deadLettered.Add(ctx, 1)
-	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered", "attempts", attempt, "reason", reason.Error())
+	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered", "event_id", id, "attempts", attempt, "reason", reason.Error())
 }
