@@ -51,6 +51,13 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"unknown flag", nil, []string{"run", "--colour"}, "colour"},
 		{"stray argument", nil, []string{"run", "now"}, "now"},
 		{"unknown command", nil, []string{"launch"}, "launch"},
+		{"dlq without NATS_URL", nil, []string{"dlq", "list"}, "NATS_EMBEDDED_ADDR=127.0.0.1:4222 and pass --nats-url"},
+		{"dlq replay of nothing", nil, []string{"dlq", "replay", "--nats-url", "nats://127.0.0.1:4222"}, "--seq or --all"},
+		{"dlq replay of seq and all", nil, []string{"dlq", "replay", "--seq", "1", "--all", "--nats-url", "nats://127.0.0.1:4222"}, "--seq or --all"},
+		{"dlq bad seq", nil, []string{"dlq", "replay", "--seq", "1,two"}, "two"},
+		{"dlq bad NATS URL", map[string]string{"NATS_URL": "http://nats:4222"}, []string{"dlq", "list"}, "NATS_URL"},
+		{"dlq unknown command", nil, []string{"dlq", "drain"}, "drain"},
+		{"dlq alone", nil, []string{"dlq"}, "blueprint help dlq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -97,10 +104,14 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run(--help) = %v", err)
 	}
-	for _, want := range []string{"blueprint demo", "blueprint keys generate", "Usage:"} {
+	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint dlq", "Usage:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help does not mention %q:\n%s", want, out)
 		}
+	}
+	out, err = run(t, nil, "help", "dlq")
+	if err != nil || !strings.Contains(out, "blueprint dlq replay") || !strings.Contains(out, "NATS_EMBEDDED_ADDR") {
+		t.Errorf("Run(help dlq) = %v, printed:\n%s\nwant the dlq commands and how to reach an all-in-one NATS", err, out)
 	}
 	out, err = run(t, nil, "help", "run")
 	if err != nil {

@@ -115,12 +115,7 @@ func (c *Config) registerFlags(f *flags) {
 			fmt.Sprintf("%s base URLs, comma-separated; empty: this process's %s, else http://127.0.0.1:%d", s, s, ports[0]))
 	}
 
-	f.String(&c.NATSURL, "nats-url", "NATS_URL", "",
-		"NATS server URLs, comma-separated; empty runs an embedded server")
-	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
-	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
-	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
-	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
+	c.registerNATSClientFlags(f, "NATS server URLs, comma-separated; empty runs an embedded server")
 	f.String(&c.NATSEmbeddedAddr, "nats-embedded-addr", "NATS_EMBEDDED_ADDR", "",
 		"host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
 	f.Int(&c.NATSStreamReplicas, "nats-stream-replicas", "NATS_STREAM_REPLICAS", 1,
@@ -153,6 +148,16 @@ func (c *Config) registerFlags(f *flags) {
 		"failed logins per 15 minutes per email")
 }
 
+// registerNATSClientFlags declares how to reach NATS: the settings `run`
+// and `dlq` share. urlUsage says what an empty NATS_URL means to the command.
+func (c *Config) registerNATSClientFlags(f *flags, urlUsage string) {
+	f.String(&c.NATSURL, "nats-url", "NATS_URL", "", urlUsage)
+	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
+	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
+	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
+	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
+}
+
 // Validate checks the configuration and derives the target list. Every
 // problem is reported, each naming its variable.
 func (c *Config) Validate() error {
@@ -181,26 +186,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for _, u := range splitList(c.NATSURL) {
-		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
-			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
-		}
-	}
-	for env, file := range map[string]string{
-		"NATS_CREDS": c.NATSCreds, "NATS_TLS_CA": c.NATSTLSCA, "NATS_TLS_CERT": c.NATSTLSCert, "NATS_TLS_KEY": c.NATSTLSKey,
-	} {
-		if file == "" {
-			continue
-		}
-		if c.NATSURL == "" {
-			errs = append(errs, fmt.Errorf("%s: set, but NATS_URL is not (the embedded server needs no credentials)", env))
-		} else if _, err := os.Stat(file); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", env, err))
-		}
-	}
-	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
-		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))
-	}
+	errs = append(errs, c.validateNATSClient()...)
 	if c.NATSEmbeddedAddr != "" {
 		if _, _, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
 			errs = append(errs, fmt.Errorf("NATS_EMBEDDED_ADDR: %q is not host:port", c.NATSEmbeddedAddr))
@@ -232,6 +218,32 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
 	}
 	return oneLine(errs)
+}
+
+// validateNATSClient checks the settings registerNATSClientFlags declares.
+func (c *Config) validateNATSClient() []error {
+	var errs []error
+	for _, u := range splitList(c.NATSURL) {
+		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
+			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
+		}
+	}
+	for env, file := range map[string]string{
+		"NATS_CREDS": c.NATSCreds, "NATS_TLS_CA": c.NATSTLSCA, "NATS_TLS_CERT": c.NATSTLSCert, "NATS_TLS_KEY": c.NATSTLSKey,
+	} {
+		if file == "" {
+			continue
+		}
+		if c.NATSURL == "" {
+			errs = append(errs, fmt.Errorf("%s: set, but NATS_URL is not (the embedded server needs no credentials)", env))
+		} else if _, err := os.Stat(file); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))
+	}
+	return errs
 }
 
 // validateStorage checks the settings registerStorageFlags declares and

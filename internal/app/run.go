@@ -37,6 +37,7 @@ Usage:
   blueprint keys generate --out DIR make the keys of a multi-process deployment
   blueprint migrate [flags]         apply the services' database migrations and exit
   blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
+  blueprint dlq list|replay         list and replay the events notifications gave up on
   blueprint version                 print the version
   blueprint help [command]          show help
 
@@ -69,6 +70,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCommand(ctx, rest, getenv, stdout)
 	case "nats":
 		return natsCommand(ctx, rest, getenv, stdout)
+	case "dlq":
+		return dlqCommand(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		_, err := fmt.Fprintln(stdout, "blueprint", version())
 		return err
@@ -97,7 +100,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys", "migrate", "nats":
+	case "demo", "keys", "migrate", "nats", "dlq":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)

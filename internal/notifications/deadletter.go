@@ -23,12 +23,14 @@ const (
 )
 
 // Headers the worker adds to a dead letter. Blueprint-Event-Id also rides on
-// a replayed event, whose Nats-Msg-Id is no longer the event id.
+// a replayed event, whose Nats-Msg-Id is no longer the event id, and
+// Blueprint-Replay-Of says which dead letter it was replayed from.
 const (
 	hdrReason          = "Blueprint-Dead-Letter-Reason"
 	hdrOriginalSubject = "Blueprint-Original-Subject"
 	hdrAttempts        = "Blueprint-Attempts"
 	hdrEventID         = "Blueprint-Event-Id"
+	hdrReplayOf        = "Blueprint-Replay-Of"
 )
 
 // DeadLetterStreamConfig is the DLQ stream. Like ORDERS it is history with
@@ -51,10 +53,11 @@ func DeadLetterStreamConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// eventID is the event id of a delivery: the header a replay carries, else
-// the Nats-Msg-Id the outbox relay set (it is the event id).
+// eventID is the event id of a delivery: the Nats-Msg-Id the outbox relay
+// set, or for a replay (whose Nats-Msg-Id is its own) the Blueprint-Event-Id
+// it carries, empty for a poison message that never had one.
 func eventID(h nats.Header) string {
-	if id := h.Get(hdrEventID); id != "" {
+	if id := h.Get(hdrEventID); id != "" || h.Get(hdrReplayOf) != "" {
 		return id
 	}
 	return h.Get(nats.MsgIdHdr)
@@ -202,6 +205,7 @@ func (d *DeadLetters) Replay(ctx context.Context, seq uint64) (Replayed, error) 
 	// The event as it was, its traceparent and event id included, without
 	// the dead-letter annotations.
 	copyHeaders(msg.Header, raw.Header, hdrReason, hdrOriginalSubject, hdrAttempts)
+	msg.Header.Set(hdrReplayOf, strconv.FormatUint(seq, 10))
 	ack, err := d.js.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(replayMsgID(seq, dl.EventID)),
 		// Only ever into ORDERS, where the worker's consumer reads.

@@ -79,6 +79,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	for header, want := range map[string]string{
 		nats.MsgIdHdr:      "replay-2-" + spent.ID,
 		hdrEventID:         spent.ID,
+		hdrReplayOf:        "2",
 		hdrReason:          "",
 		hdrAttempts:        "",
 		hdrOriginalSubject: "",
@@ -104,11 +105,10 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 		return len(dls) == 1 && dls[0].Seq == 3
 	})
 	again := streamMsg(t, env.js, DeadLetterStream, 3)
-	if got := again.Header.Get(hdrEventID); got != "poison-1" {
-		t.Errorf("second dead letter's %s = %q, want poison-1", hdrEventID, got)
-	}
-	if got := again.Header.Get("traceparent"); got != testTraceparent {
-		t.Errorf("second dead letter's traceparent = %q, want %q", got, testTraceparent)
+	for header, want := range map[string]string{hdrEventID: "poison-1", hdrReplayOf: "1", "traceparent": testTraceparent} {
+		if got := again.Header.Get(header); got != want {
+			t.Errorf("second dead letter's %s = %q, want %q", header, got, want)
+		}
 	}
 	if string(again.Data) != string(poison) {
 		t.Errorf("second dead letter = %q, want the poison %q", again.Data, poison)
@@ -178,6 +178,37 @@ func TestReplayIsIdempotentPerEntry(t *testing.T) {
 	}
 	if _, err := dlq.Replay(t.Context(), dl.Sequence); !errors.Is(err, ErrNoDeadLetter) {
 		t.Errorf("Replay(%d) once more = %v, want ErrNoDeadLetter", dl.Sequence, err)
+	}
+}
+
+// TestReplayOfAnEventWithoutID: a message published with no Nats-Msg-Id
+// (`nats pub`) has no event id; dead-lettered again after a replay, it still
+// has none, rather than the replay's own message id.
+func TestReplayOfAnEventWithoutID(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	runWorker(t, newTestWorker(t, env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})))
+	publish(t, env.js, []byte("not json"), "", nil)
+	waitFor(t, 10*time.Second, "the dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 })
+
+	dlq := NewDeadLetters(env.js)
+	r, err := dlq.Replay(t.Context(), 1)
+	if err != nil {
+		t.Fatalf("Replay(1) = %v", err)
+	}
+	if r.EventID != "" {
+		t.Errorf("Replay(1).EventID = %q, want none", r.EventID)
+	}
+	if got := streamMsg(t, env.js, events.Stream, r.StreamSeq).Header.Get(nats.MsgIdHdr); got != "replay-1" {
+		t.Errorf("replayed copy's Nats-Msg-Id = %q, want replay-1", got)
+	}
+	waitFor(t, 10*time.Second, "the second dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 && deadLetters(t, env.js)[0].Sequence == 2 })
+	got, err := dlq.List(t.Context())
+	if err != nil || len(got) != 1 {
+		t.Fatalf("List = %+v, %v; want one entry", got, err)
+	}
+	if got[0].EventID != "" {
+		t.Errorf("second dead letter's event id = %q, want none", got[0].EventID)
 	}
 }
 
