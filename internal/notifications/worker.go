@@ -392,7 +392,8 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64
 		// giving up on it again makes a new dead letter.
 		opts = append(opts, jetstream.WithMsgID("dlq-"+msgID))
 	}
-	if _, err := w.cfg.JS.PublishMsg(ctx, dl, opts...); err != nil {
+	ack, err := w.cfg.JS.PublishMsg(ctx, dl, opts...)
+	if err != nil {
 		attrs := []any{"event_id", id, "attempts", attempt, "error", err.Error()}
 		if attempt >= uint64(w.cfg.MaxDeliver) {
 			if md, mdErr := m.Metadata(); mdErr == nil {
@@ -408,5 +409,11 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64
 		w.cfg.Logger.WarnContext(ctx, "term failed", "error", err.Error())
 	}
 	w.deadLettered.Add(ctx, 1)
-	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered", "event_id", id, "attempts", attempt, "reason", reason.Error())
+	// The DLQ sequence, on the span and in the log, is what
+	// `blueprint dlq replay --seq` takes.
+	trace.SpanFromContext(ctx).AddEvent("dead-lettered", trace.WithAttributes(
+		attribute.Int64("blueprint.dlq.sequence", int64(ack.Sequence)),
+		attribute.Int64("messaging.nats.delivery.attempt", int64(attempt))))
+	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered",
+		"event_id", id, "dlq_seq", ack.Sequence, "attempts", attempt, "reason", reason.Error())
 }
