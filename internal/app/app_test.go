@@ -44,9 +44,24 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"short ack wait", map[string]string{"NOTIFICATIONS_ACK_WAIT": "500ms"}, nil, "NOTIFICATIONS_ACK_WAIT"},
 		{"zero max deliver", map[string]string{"NOTIFICATIONS_MAX_DELIVER": "0"}, nil, "NOTIFICATIONS_MAX_DELIVER"},
 		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
+		{"bad chaos switch", map[string]string{"BLUEPRINT_CHAOS": "please"}, nil, "BLUEPRINT_CHAOS"},
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
 		{"too many replicas", map[string]string{"NATS_STREAM_REPLICAS": "7"}, nil, "NATS_STREAM_REPLICAS"},
 		{"one service without keys", nil, []string{"run", "--target=orders"}, "BLUEPRINT_KEYS_DIR"},
+		{"webhook to link-local", webhookEnv("http://169.254.10.1/hook"), nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook to metadata", webhookEnv("http://metadata.google.internal/"), nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook to metadata, link-local allowed", map[string]string{
+			"NOTIFY_WEBHOOK_URL": "http://169.254.169.254/latest/meta-data/", "NOTIFY_WEBHOOK_SECRET": testWebhookSecret,
+			"NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL": "true",
+		}, nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook over ftp", webhookEnv("ftp://hooks.example.com/"), nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook without host", webhookEnv("https:///hook"), nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook without secret", map[string]string{"NOTIFY_WEBHOOK_URL": "http://127.0.0.1:8080/"}, nil, "NOTIFY_WEBHOOK_SECRET"},
+		{"webhook short secret", map[string]string{"NOTIFY_WEBHOOK_URL": "http://127.0.0.1:8080/", "NOTIFY_WEBHOOK_SECRET": "hunter2"}, nil, "NOTIFY_WEBHOOK_SECRET"},
+		{"webhook secret without URL", map[string]string{"NOTIFY_WEBHOOK_SECRET": testWebhookSecret}, nil, "NOTIFY_WEBHOOK_SECRET"},
+		{"webhook timeout zero", map[string]string{"NOTIFY_WEBHOOK_TIMEOUT": "0s"}, nil, "NOTIFY_WEBHOOK_TIMEOUT"},
+		{"webhook timeout too long", map[string]string{"NOTIFY_WEBHOOK_TIMEOUT": "1m"}, nil, "NOTIFY_WEBHOOK_TIMEOUT"},
+		{"webhook allow flag not a bool", map[string]string{"NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL": "yes please"}, nil, "NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL"},
 		{"bad flag value", nil, []string{"run", "--upstream-timeout=soon"}, "upstream-timeout"},
 		{"unknown flag", nil, []string{"run", "--colour"}, "colour"},
 		{"stray argument", nil, []string{"run", "now"}, "now"},
@@ -70,6 +85,50 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 			}
 			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
 				t.Errorf("error = %q, want one line naming %s", msg, tc.want)
+			}
+			if secret := tc.env["NOTIFY_WEBHOOK_SECRET"]; secret != "" && strings.Contains(err.Error(), secret) {
+				t.Errorf("error = %q, repeats the webhook secret", err)
+			}
+		})
+	}
+}
+
+// testWebhookSecret is a valid NOTIFY_WEBHOOK_SECRET.
+const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// webhookEnv sets the webhook channel up for url with a valid secret.
+func webhookEnv(url string) map[string]string {
+	return map[string]string{"NOTIFY_WEBHOOK_URL": url, "NOTIFY_WEBHOOK_SECRET": testWebhookSecret}
+}
+
+// TestWebhookConfiguration: settings of the webhook channel that start.
+func TestWebhookConfiguration(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"no webhook", nil},
+		{"loopback sink", webhookEnv("http://127.0.0.1:8080/hook")},
+		{"in-cluster receiver", webhookEnv("http://receiver.default.svc:8080/hook")},
+		{"raw secret of 32 bytes", map[string]string{
+			"NOTIFY_WEBHOOK_URL": "https://hooks.example.com/", "NOTIFY_WEBHOOK_SECRET": strings.Repeat("s", 32),
+		}},
+		{"link-local when allowed", map[string]string{
+			"NOTIFY_WEBHOOK_URL": "http://169.254.10.1/hook", "NOTIFY_WEBHOOK_SECRET": testWebhookSecret,
+			"NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL": "true",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var cfg Config
+			f := newFlags("run", func(k string) string { return tc.env[k] })
+			cfg.registerFlags(f)
+			if err := f.parse(nil); err != nil {
+				t.Fatalf("parse = %v", err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("Validate = %v, want nil", err)
 			}
 		})
 	}
@@ -104,7 +163,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run(--help) = %v", err)
 	}
-	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint dlq", "Usage:"} {
+	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint chaos", "blueprint dlq", "Usage:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help does not mention %q:\n%s", want, out)
 		}
@@ -121,6 +180,15 @@ func TestHelp(t *testing.T) {
 		if v.Env != "" && !strings.Contains(out, v.Env) {
 			t.Errorf("help run does not mention %s", v.Env)
 		}
+	}
+	// Help shows the environment's values as defaults, but never a secret.
+	out, err = run(t, webhookEnv("http://127.0.0.1:8080/hook"), "help", "run")
+	if err != nil {
+		t.Fatalf("Run(help run) = %v", err)
+	}
+	if !strings.Contains(out, "127.0.0.1:8080/hook") || strings.Contains(out, testWebhookSecret) {
+		t.Errorf("help run with the webhook set shows the URL %v and the secret %v, want the URL only",
+			strings.Contains(out, "127.0.0.1:8080/hook"), strings.Contains(out, testWebhookSecret))
 	}
 }
 

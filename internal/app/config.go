@@ -60,11 +60,19 @@ type Config struct {
 	WorkerAckWait          time.Duration
 	WorkerMaxDeliver       int
 
+	NotifyWebhookURL            string
+	NotifyWebhookSecret         string
+	NotifyWebhookTimeout        time.Duration
+	NotifyWebhookAllowLinkLocal bool
+
 	RateLimitsEnabled bool
 	RateLimitRPS      float64
 	RateLimitBurst    int
 	LoginRateLimit    int
 	LoginFailureLimit int
+
+	// Chaos serves fault injection rules on every ops listener.
+	Chaos bool
 
 	// targets is derived by Validate: the services to run, in start order.
 	targets []string
@@ -135,6 +143,14 @@ func (c *Config) registerFlags(f *flags) {
 		"how long NATS waits for a worker's ack or heartbeat before redelivering an event to another replica")
 	f.Int(&c.WorkerMaxDeliver, "notifications-max-deliver", "NOTIFICATIONS_MAX_DELIVER", notifications.DefaultMaxDeliver,
 		"attempts per event before it is dead-lettered")
+	f.String(&c.NotifyWebhookURL, "notify-webhook-url", "NOTIFY_WEBHOOK_URL", "",
+		"http(s) URL that receives each notification as a signed POST; empty: notifications go to the log")
+	f.Secret(&c.NotifyWebhookSecret, "notify-webhook-secret", "NOTIFY_WEBHOOK_SECRET",
+		"key that signs webhook requests: whsec_ and base64 of 24 to 64 bytes, or at least 32 characters; required with NOTIFY_WEBHOOK_URL")
+	f.Duration(&c.NotifyWebhookTimeout, "notify-webhook-timeout", "NOTIFY_WEBHOOK_TIMEOUT", notifications.DefaultWebhookTimeout,
+		"deadline of one webhook request; a receiver slower than this is retried")
+	f.Bool(&c.NotifyWebhookAllowLinkLocal, "notify-webhook-allow-link-local", "NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL", false,
+		"let the webhook reach link-local addresses (169.254.0.0/16, fe80::/10); cloud metadata endpoints stay refused")
 
 	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
 		"apply the gateway's rate limits; false switches every limit off (load tests)")
@@ -146,6 +162,9 @@ func (c *Config) registerFlags(f *flags) {
 		"login attempts per minute per client IP")
 	f.Int(&c.LoginFailureLimit, "login-failure-limit", "LOGIN_FAILURE_LIMIT", 5,
 		"failed logins per 15 minutes per email")
+
+	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
+		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
 }
 
 // registerNATSClientFlags declares how to reach NATS: the settings `run`
@@ -211,6 +230,7 @@ func (c *Config) Validate() error {
 	if c.WorkerMaxDeliver < 1 {
 		errs = append(errs, errors.New("NOTIFICATIONS_MAX_DELIVER: must be at least 1"))
 	}
+	errs = append(errs, c.validateWebhook()...)
 	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
 		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))
 	}
@@ -242,6 +262,30 @@ func (c *Config) validateNATSClient() []error {
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))
+	}
+	return errs
+}
+
+// validateWebhook checks the webhook channel's settings. Its messages
+// repeat neither the secret nor the URL, which may carry a token.
+func (c *Config) validateWebhook() []error {
+	var errs []error
+	if c.NotifyWebhookURL == "" {
+		if c.NotifyWebhookSecret != "" {
+			errs = append(errs, errors.New("NOTIFY_WEBHOOK_SECRET: set, but NOTIFY_WEBHOOK_URL is not"))
+		}
+	} else {
+		if _, err := notifications.CheckWebhookURL(c.NotifyWebhookURL, c.NotifyWebhookAllowLinkLocal); err != nil {
+			errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_URL: %w", err))
+		}
+		if c.NotifyWebhookSecret == "" {
+			errs = append(errs, errors.New("NOTIFY_WEBHOOK_SECRET: required when NOTIFY_WEBHOOK_URL is set"))
+		} else if _, err := notifications.ParseWebhookSecret(c.NotifyWebhookSecret); err != nil {
+			errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_SECRET: %w", err))
+		}
+	}
+	if c.NotifyWebhookTimeout <= 0 || c.NotifyWebhookTimeout > notifications.MaxWebhookTimeout {
+		errs = append(errs, fmt.Errorf("NOTIFY_WEBHOOK_TIMEOUT: must be more than 0 and at most %v", notifications.MaxWebhookTimeout))
 	}
 	return errs
 }

@@ -64,6 +64,18 @@ func (f *flags) String(p *string, name, env, def, usage string) {
 	f.fs.StringVar(p, name, f.register(name, env, def, usage), usage+envSuffix(env))
 }
 
+// Secret is String for a value help must not show: no default is printed,
+// whatever the environment holds.
+func (f *flags) Secret(p *string, name, env, usage string) {
+	*p = f.register(name, env, "", usage)
+	f.fs.Var((*secretValue)(p), name, usage+envSuffix(env))
+}
+
+type secretValue string
+
+func (s *secretValue) Set(v string) error { *s = secretValue(v); return nil }
+func (*secretValue) String() string       { return "" }
+
 func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
 	raw := f.register(name, env, def.String(), usage)
 	d, err := time.ParseDuration(raw)

@@ -23,6 +23,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/notifications"
 	"github.com/ds-blueprint/blueprint/internal/orders"
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
@@ -41,6 +42,9 @@ type module struct {
 	tel     *telemetry.Providers
 	ln, ops net.Listener
 	handler http.Handler
+	// chaos injects faults into the API and at the fault points; nil
+	// unless BLUEPRINT_CHAOS is on.
+	chaos   *chaos.Injector
 	ready   func(ctx context.Context) error
 	workers []func(ctx context.Context) error
 	closers []func() error
@@ -116,6 +120,16 @@ func (s *system) verifier(service string, callers []string) (*auth.ServiceVerifi
 	return auth.NewServiceVerifier(service, callers, s.keys.Bundle, time.Now)
 }
 
+// injector returns the module's fault injector, or nil when fault injection
+// is off. Its builder adds the routes and fault points rules may name.
+func (s *system) injector(ctx context.Context, m *module) (*chaos.Injector, error) {
+	if !s.cfg.Chaos {
+		return nil, nil
+	}
+	m.logger.WarnContext(ctx, "fault injection is on: never expose this ops listener", "ops", "http://"+dialable(m.ops.Addr())+"/chaos")
+	return chaos.New(m.logger, m.tel.Meter)
+}
+
 func (s *system) minter(service string) *auth.Minter {
 	return auth.NewMinter(service, s.keys.Identities[service], time.Now)
 }
@@ -162,7 +176,9 @@ func buildUsers(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	m.handler = users.NewServer(svc, v, m.logger)
+	rt := users.NewServer(svc, v, m.logger)
+	m.handler = rt
+	m.chaos.AddRoutes(rt.Routes()...)
 	m.ready = db.Ping
 	return nil
 }
@@ -190,12 +206,14 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now)
+	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now, m.chaos)
 	v, err := s.verifier(orders.Name, orders.TrustedCallers)
 	if err != nil {
 		return err
 	}
-	m.handler = orders.NewServer(svc, v, m.logger)
+	rt := orders.NewServer(svc, v, m.logger)
+	m.handler = rt
+	m.chaos.AddRoutes(append(rt.Routes(), orders.FaultAfterCommit)...)
 	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
 	m.workers = append(m.workers, relay.Run, func(ctx context.Context) error {
 		return every(ctx, 10*time.Minute, func(ctx context.Context) {
@@ -244,10 +262,15 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
+	channel, err := s.notificationChannel(m)
+	if err != nil {
+		return err
+	}
 	worker, err := notifications.NewWorker(notifications.WorkerConfig{
 		JS: js, DB: db,
 		Directory:      notifications.UsersDirectory{Users: usersClient},
-		Channel:        notifications.LogChannel{Logger: m.logger},
+		Channel:        channel,
+		Faults:         m.chaos,
 		StreamReplicas: s.cfg.NATSStreamReplicas,
 		Concurrency:    s.cfg.WorkerConcurrency,
 		AckWait:        s.cfg.WorkerAckWait,
@@ -262,12 +285,36 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	m.handler = notifications.NewServer(notifications.NewService(db), v, m.logger)
+	rt := notifications.NewServer(notifications.NewService(db), v, m.logger)
+	m.handler = rt
+	m.chaos.AddRoutes(append(rt.Routes(), notifications.FaultDeliver, notifications.FaultAfterDelivery)...)
 	m.ready = func(ctx context.Context) error {
 		return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js), worker.Ready())
 	}
 	m.workers = append(m.workers, worker.Run)
 	return nil
+}
+
+// notificationChannel is where the worker delivers: the webhook when
+// NOTIFY_WEBHOOK_URL is set, else the log.
+func (s *system) notificationChannel(m *module) (notifications.Channel, error) {
+	if s.cfg.NotifyWebhookURL == "" {
+		return notifications.LogChannel{Logger: m.logger}, nil
+	}
+	wh, err := notifications.NewWebhookChannel(notifications.WebhookConfig{
+		URL:            s.cfg.NotifyWebhookURL,
+		Secret:         s.cfg.NotifyWebhookSecret,
+		Timeout:        s.cfg.NotifyWebhookTimeout,
+		AllowLinkLocal: s.cfg.NotifyWebhookAllowLinkLocal,
+		UserAgent:      "blueprint-notifications/" + s.version,
+		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
+		Now: time.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, wh.Close)
+	return wh, nil
 }
 
 func buildGateway(_ context.Context, s *system, m *module) error {
@@ -297,7 +344,9 @@ func buildGateway(_ context.Context, s *system, m *module) error {
 		}
 	}
 	tokens := auth.NewAccessTokens(s.keys.Access, accessKeys, time.Now)
-	m.handler = gateway.New(tokens, up, limits, m.logger, time.Now).Handler()
+	g := gateway.New(tokens, up, limits, m.logger, time.Now)
+	m.handler = g.Handler()
+	m.chaos.AddRoutes(g.Routes()...)
 	m.ready = func(context.Context) error { return nil } // no dependency of its own
 	return nil
 }
@@ -379,6 +428,9 @@ func (m *module) close() {
 // listener closes, then connections and databases, then telemetry flushes.
 func (m *module) run(ctx context.Context, s *system) error {
 	api := httpx.Instrument(m.handler, m.logger, *m.tel)
+	if m.chaos != nil {
+		api = httpx.WithRouteHook(api, m.chaos.HookRoute)
+	}
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
 	opsDone := make(chan error, 1)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 )
 
@@ -20,6 +21,8 @@ import (
 //	              and it is not shutting down (readiness: route to me)
 //	/metrics      Prometheus / OpenMetrics
 //	/debug/pprof  Go profiles
+//	/chaos        fault injection rules (docs/chaos.md); 404 unless
+//	              BLUEPRINT_CHAOS is on
 func (m *module) opsHandler(s *system) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -38,6 +41,7 @@ func (m *module) opsHandler(s *system) http.Handler {
 		}
 		_ = httpx.Encode(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	mux.Handle("/chaos", chaos.NewHandler(m.chaos))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.tel.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

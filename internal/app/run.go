@@ -37,6 +37,7 @@ Usage:
   blueprint keys generate --out DIR make the keys of a multi-process deployment
   blueprint migrate [flags]         apply the services' database migrations and exit
   blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
+  blueprint chaos set|list|clear    inject faults into a running service (BLUEPRINT_CHAOS=true)
   blueprint dlq list|replay         list and replay the events notifications gave up on
   blueprint version                 print the version
   blueprint help [command]          show help
@@ -70,6 +71,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCommand(ctx, rest, getenv, stdout)
 	case "nats":
 		return natsCommand(ctx, rest, getenv, stdout)
+	case "chaos":
+		return chaosCommand(ctx, rest, getenv, stdout)
 	case "dlq":
 		return dlqCommand(ctx, rest, getenv, stdout, stderr)
 	case "version":
@@ -100,7 +103,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys", "migrate", "nats", "dlq":
+	case "demo", "keys", "migrate", "nats", "chaos", "dlq":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)
@@ -177,7 +180,9 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 	}()
 	for _, m := range mods {
 		if m.tel, err = telemetry.New(ctx, m.name, s.version, s.getenv); err == nil {
-			err = builders[m.name](ctx, s, m)
+			if m.chaos, err = s.injector(ctx, m); err == nil {
+				err = builders[m.name](ctx, s, m)
+			}
 		}
 		if err != nil {
 			for _, m := range mods {

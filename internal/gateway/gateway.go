@@ -73,6 +73,14 @@ func (g *Gateway) Handler() http.Handler {
 	return g.limitClients(rt)
 }
 
+// Routes returns the route patterns of the public API, for what acts per
+// route from outside (fault injection rules).
+func (g *Gateway) Routes() []string {
+	rt := httpx.NewRouter()
+	g.addRoutes(rt)
+	return rt.Routes()
+}
+
 func rateLimited(wait time.Duration, detail string) error {
 	return &apperr.Error{Kind: apperr.RateLimited, Code: "rate_limited", Detail: detail,
 		RetryAfter: max(1, int(math.Ceil(wait.Seconds())))}

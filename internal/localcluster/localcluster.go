@@ -2,7 +2,8 @@
 // machine: a NATS cluster with JetStream, every service as several OS
 // processes of the blueprint binary, each service with its own PostgreSQL
 // database, all on loopback ports. deploy/local runs it for people; the
-// cluster tests run it to kill processes in the middle of a load.
+// cluster and fault tests run it to kill, pause and restart processes in the
+// middle of a load.
 package localcluster
 
 import (
@@ -33,14 +34,25 @@ type Config struct {
 	// Dir holds keys, NATS stores and one log file per process.
 	Dir string
 	// PostgresURL is a server on which the cluster may create databases.
+	// Empty means SQLite: one file per service under Dir, shared by the
+	// service's replicas (fine on one machine, for tests).
 	PostgresURL string
 	// DatabasePrefix names the databases: <prefix>_users, _orders,
 	// _notifications. They are created when missing.
 	DatabasePrefix string
 	// Replicas per service, and the number of NATS nodes (1 or 3).
 	NATSNodes, Gateways, Users, Orders, Notifications int
-	// Env is added to every service's environment.
-	Env []string
+	// NATSListen pins the client addresses of the NATS nodes (a test puts
+	// a proxy in front of one); nodes beyond it get free ports.
+	NATSListen []string
+	// AllInOne runs the newcomer's shape instead: one process, named
+	// "blueprint", with every service, its embedded NATS (reachable over TCP
+	// at NATSURL) and SQLite files in its data dir. The counts are ignored.
+	AllInOne bool
+	// Env is added to every service's environment, then ServiceEnv to the
+	// named service's (later entries win).
+	Env        []string
+	ServiceEnv map[string][]string
 	// Log, when set, receives every process's output, each line prefixed
 	// with the process name.
 	Log io.Writer
@@ -54,9 +66,12 @@ type Process struct {
 	// OpsURL is a service's ops listener.
 	OpsURL string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	c         *Cluster
+	args, env []string
+	readyLine string
+	cmd       *exec.Cmd
+	done      chan struct{}
+	err       error
 }
 
 // Cluster is a running local cluster.
@@ -67,6 +82,8 @@ type Cluster struct {
 	Databases map[string]string
 	// NATSURL lists every node, comma-separated, as services connect.
 	NATSURL string
+	// OpsURLs are the ops listeners by service, in AllInOne mode.
+	OpsURLs map[string]string
 }
 
 // Start brings the whole cluster up and returns once every process has
@@ -81,7 +98,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := c.createDatabases(ctx); err != nil {
+	if cfg.PostgresURL == "" {
+		for _, s := range []string{"users", "orders", "notifications"} {
+			c.Databases[s] = "sqlite:" + filepath.Join(cfg.Dir, s+".db")
+		}
+	} else if err := c.createDatabases(ctx); err != nil {
 		return nil, err
 	}
 	keys := filepath.Join(cfg.Dir, "keys")
@@ -89,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		if out, err := exec.CommandContext(ctx, cfg.Binary, "keys", "generate", "--out", keys).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("keys generate: %v: %s", err, out)
 		}
+	}
+	if cfg.AllInOne {
+		return c, c.startAllInOne(ctx)
 	}
 	if err := c.startNATS(ctx); err != nil {
 		return nil, err
@@ -112,7 +136,12 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	// Nine processes share one server on a laptop: small pools keep them
 	// well within its max_connections.
-	pooled := func(db string) string { return db + sep(db) + "pool_max_conns=5" }
+	pooled := func(db string) string {
+		if strings.HasPrefix(db, "sqlite:") {
+			return db
+		}
+		return db + sep(db) + "pool_max_conns=5"
+	}
 	env := append(os.Environ(),
 		"BLUEPRINT_KEYS_DIR="+keys,
 		"NATS_URL="+c.NATSURL,
@@ -132,15 +161,36 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			p := &Process{Name: r.name, URL: "http://" + r.addr, OpsURL: "http://" + r.ops}
 			args := []string{"run", "--target=" + s, "--data-dir", filepath.Join(cfg.Dir, r.name)}
 			penv := append(env[:len(env):len(env)], up+"_ADDR="+r.addr, up+"_OPS_ADDR="+r.ops)
+			penv = append(penv, cfg.ServiceEnv[s]...)
 			if err := c.start(ctx, p, args, penv, "blueprint ready"); err != nil {
-				return nil, err
-			}
-			if err := waitReady(ctx, p); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return c, nil
+}
+
+// startAllInOne runs every service in one process on fresh loopback ports.
+func (c *Cluster) startAllInOne(ctx context.Context) error {
+	natsAddr := freeAddr()
+	c.NATSURL = "nats://" + natsAddr
+	dataDir := filepath.Join(c.cfg.Dir, "blueprint")
+	env := append(os.Environ(), "NATS_EMBEDDED_ADDR="+natsAddr, "LOG_FORMAT=json")
+	for _, s := range []string{"users", "orders", "notifications"} {
+		c.Databases[s] = "sqlite:" + filepath.Join(dataDir, s+".db")
+	}
+	addrs, ops := map[string]string{}, map[string]string{}
+	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
+		up := strings.ToUpper(s)
+		addrs[s], ops[s] = freeAddr(), freeAddr()
+		env = append(env, up+"_ADDR="+addrs[s], up+"_OPS_ADDR="+ops[s])
+	}
+	env = append(env, c.cfg.Env...)
+	// The process answers at the gateway; it is ready once the ready line
+	// is out, which waits for every service's readiness.
+	p := &Process{Name: "blueprint", URL: "http://" + addrs["gateway"], OpsURL: "http://" + ops["gateway"]}
+	c.OpsURLs = ops
+	return c.start(ctx, p, []string{"run", "--data-dir", dataDir}, env, "blueprint ready")
 }
 
 // createDatabases makes each service's database on the PostgreSQL server.
@@ -194,6 +244,9 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 	clients, routes := make([]string, n), make([]string, n)
 	for i := range n {
 		clients[i], routes[i] = freeAddr(), freeAddr()
+		if i < len(c.cfg.NATSListen) {
+			clients[i] = c.cfg.NATSListen[i]
+		}
 	}
 	var urls []string
 	for i := range n {
@@ -215,14 +268,33 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 	return nil
 }
 
-// start runs a process and waits for its ready line.
+// start runs a new process and waits until it is ready.
 func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, readyLine string) error {
-	logFile, err := os.Create(filepath.Join(c.cfg.Dir, p.Name+".log"))
+	p.c, p.args, p.env, p.readyLine = c, args, env, readyLine
+	c.Processes = append(c.Processes, p)
+	return p.run(ctx)
+}
+
+// Restart starts a process that has exited (killed or stopped) again, with
+// the same arguments, environment and data, and waits until it is ready.
+func (p *Process) Restart(ctx context.Context) error {
+	if p.Running() {
+		return fmt.Errorf("%s is still running", p.Name)
+	}
+	return p.run(ctx)
+}
+
+// run execs the process, waits for its ready line and, for a service, for
+// its /readyz.
+func (p *Process) run(ctx context.Context) error {
+	c := p.c
+	// Append: a restarted process keeps the log of its earlier lives.
+	logFile, err := os.OpenFile(filepath.Join(c.cfg.Dir, p.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	p.cmd = exec.Command(c.cfg.Binary, args...)
-	p.cmd.Env = env
+	p.cmd = exec.Command(c.cfg.Binary, p.args...)
+	p.cmd.Env = p.env
 	// A process group of its own: a Ctrl-C at the terminal reaches only the
 	// launcher, which then stops the processes in order, one signal each.
 	// Pdeathsig: if the launcher itself dies, its processes die with it
@@ -239,7 +311,6 @@ func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, rea
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	p.done = make(chan struct{})
-	c.Processes = append(c.Processes, p)
 	ready := make(chan struct{})
 	var once sync.Once
 	go func() { // copies output until the process exits, then reaps it
@@ -253,7 +324,7 @@ func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, rea
 			if c.cfg.Log != nil {
 				fmt.Fprintf(c.cfg.Log, "%-16s %s\n", p.Name, line)
 			}
-			if strings.Contains(line, readyLine) {
+			if strings.Contains(line, p.readyLine) {
 				once.Do(func() { close(ready) })
 			}
 		}
@@ -261,7 +332,10 @@ func (c *Cluster) start(ctx context.Context, p *Process, args, env []string, rea
 	}()
 	select {
 	case <-ready:
-		return nil
+		if p.OpsURL == "" {
+			return nil
+		}
+		return waitReady(ctx, p)
 	case <-p.done:
 		return fmt.Errorf("%s exited before it was ready (%v); see %s.log", p.Name, p.err, filepath.Join(c.cfg.Dir, p.Name))
 	case <-time.After(60 * time.Second):
@@ -326,6 +400,12 @@ func (p *Process) Kill() error {
 	}
 	<-p.done
 	return nil
+}
+
+// Signal sends sig to the process: SIGSTOP and SIGCONT pause and resume
+// it, as a long GC pause, a frozen VM or a stalled disk would.
+func (p *Process) Signal(sig syscall.Signal) error {
+	return p.cmd.Process.Signal(sig)
 }
 
 // Running reports whether the process has not exited.

@@ -140,7 +140,7 @@ func (c *fakeChannel) InFlight() int {
 }
 
 // testEnv is one test's real infrastructure: an embedded JetStream server,
-// a migrated SQLite database and the service's telemetry.
+// a migrated database and the service's telemetry.
 type testEnv struct {
 	srv *natsbus.Embedded
 	js  jetstream.JetStream
@@ -148,14 +148,20 @@ type testEnv struct {
 	tel *telemetry.Providers
 }
 
+// newTestEnv is a testEnv on SQLite.
 func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	return newTestEnvOn(t, sqldbtest.SQLite)
+}
+
+func newTestEnvOn(t *testing.T, b sqldbtest.Backend) *testEnv {
 	t.Helper()
 	srv, js := natsbustest.Start(t)
 	tel, err := telemetry.New(t.Context(), Name, "test", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("telemetry.New: %v", err)
 	}
-	return &testEnv{srv: srv, js: js, db: sqldbtest.OpenSQLite(t, Migrations), tel: tel}
+	return &testEnv{srv: srv, js: js, db: b.Open(t, Migrations), tel: tel}
 }
 
 // testLogger writes warnings and errors to the test's output, shown when it fails.

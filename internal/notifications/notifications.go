@@ -2,6 +2,7 @@ package notifications
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
@@ -33,14 +34,23 @@ type Message struct {
 	To      string
 	Subject string
 	Body    string
+	// OccurredAt is when the event behind the message happened.
+	OccurredAt time.Time
 }
 
 // Channel delivers messages to users. Deliver may be called more than once
-// for one message (after a crash between delivery and record).
+// for one message (after a crash between delivery and record). Errors:
+// ErrUndeliverable (wrapped) when a retry cannot succeed, and the event is
+// dead-lettered at once; anything else is retried on the back-off schedule.
 type Channel interface {
 	Name() string
 	Deliver(ctx context.Context, m Message) error
 }
+
+// ErrUndeliverable marks a delivery the receiver refused for good (a 4xx
+// other than the throttling ones, say): redelivering the event would only
+// be refused again.
+var ErrUndeliverable = errors.New("undeliverable")
 
 // Directory finds where to reach a user. Errors: NotFound when the user no
 // longer exists (a permanent failure); anything else is worth a retry.

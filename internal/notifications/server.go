@@ -22,7 +22,7 @@ var TrustedCallers = []string{"gateway"}
 var Migrations embed.FS
 
 // NewServer returns the internal API of the notifications service.
-func NewServer(svc *Service, verifier *auth.ServiceVerifier, logger *slog.Logger) http.Handler {
+func NewServer(svc *Service, verifier *auth.ServiceVerifier, logger *slog.Logger) *httpx.Router {
 	rt := httpx.NewRouter()
 	addRoutes(rt, svc, auth.RequireService(verifier, logger), logger)
 	return rt

@@ -26,7 +26,7 @@ type testAPI struct {
 	kr     *auth.Keyring
 }
 
-func newTestAPI(t *testing.T) *testAPI {
+func newTestAPI(t *testing.T, b sqldbtest.Backend) *testAPI {
 	t.Helper()
 	kr, err := auth.GenerateKeyring([]string{"gateway", "users", "orders", "notifications"})
 	if err != nil {
@@ -36,7 +36,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	if err != nil {
 		t.Fatalf("NewServiceVerifier: %v", err)
 	}
-	db := sqldbtest.OpenSQLite(t, Migrations)
+	db := b.Open(t, Migrations)
 	srv := httptest.NewServer(NewServer(NewService(db), v, testLogger(t)))
 	t.Cleanup(srv.Close)
 	return &testAPI{url: srv.URL, client: srv.Client(), db: db, kr: kr}
@@ -92,99 +92,101 @@ type listResponse struct {
 
 func TestListNotificationsPages(t *testing.T) {
 	t.Parallel()
-	api := newTestAPI(t)
-	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	// n-03 and n-04 share a createdAt, and the first page ends between
-	// them: the cursor must break the tie by id.
-	for _, s := range []struct {
-		id, user string
-		at       time.Time
-	}{
-		{"n-01", "user-a", t0},
-		{"n-02", "user-a", t0.Add(time.Minute)},
-		{"n-03", "user-a", t0.Add(2 * time.Minute)},
-		{"n-04", "user-a", t0.Add(2 * time.Minute)},
-		{"n-05", "user-a", t0.Add(3 * time.Minute)},
-		{"n-06", "user-b", t0.Add(4 * time.Minute)},
-		{"n-07", "user-b", t0.Add(90 * time.Second)},
-	} {
-		seed(t, api.db, s.id, s.user, s.at)
-	}
-	token := api.token(t, "gateway", Name, "user-a")
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		api := newTestAPI(t, b)
+		t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+		// n-03 and n-04 share a createdAt, and the first page ends between
+		// them: the cursor must break the tie by id.
+		for _, s := range []struct {
+			id, user string
+			at       time.Time
+		}{
+			{"n-01", "user-a", t0},
+			{"n-02", "user-a", t0.Add(time.Minute)},
+			{"n-03", "user-a", t0.Add(2 * time.Minute)},
+			{"n-04", "user-a", t0.Add(2 * time.Minute)},
+			{"n-05", "user-a", t0.Add(3 * time.Minute)},
+			{"n-06", "user-b", t0.Add(4 * time.Minute)},
+			{"n-07", "user-b", t0.Add(90 * time.Second)},
+		} {
+			seed(t, api.db, s.id, s.user, s.at)
+		}
+		token := api.token(t, "gateway", Name, "user-a")
 
-	var pages [][]string
-	var all []Notification
-	path := "/notifications?limit=2"
-	for range 10 { // more pages than there can be: a cursor loop fails below
-		resp, body := api.get(t, path, token)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s = %d %s, want 200", path, resp.StatusCode, body)
-		}
-		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-			t.Errorf("GET %s Content-Type = %q, want application/json", path, ct)
-		}
-		var page listResponse
-		if err := json.Unmarshal(body, &page); err != nil {
-			t.Fatalf("GET %s body %s: %v", path, body, err)
-		}
-		var ids []string
-		for _, n := range page.Items {
-			ids = append(ids, n.ID)
-		}
-		pages = append(pages, ids)
-		all = append(all, page.Items...)
-		if page.NextCursor == nil {
-			if !strings.Contains(string(body), `"nextCursor":null`) {
-				t.Errorf("last page body %s, want nextCursor null", body)
+		var pages [][]string
+		var all []Notification
+		path := "/notifications?limit=2"
+		for range 10 { // more pages than there can be: a cursor loop fails below
+			resp, body := api.get(t, path, token)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s = %d %s, want 200", path, resp.StatusCode, body)
 			}
-			break
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("GET %s Content-Type = %q, want application/json", path, ct)
+			}
+			var page listResponse
+			if err := json.Unmarshal(body, &page); err != nil {
+				t.Fatalf("GET %s body %s: %v", path, body, err)
+			}
+			var ids []string
+			for _, n := range page.Items {
+				ids = append(ids, n.ID)
+			}
+			pages = append(pages, ids)
+			all = append(all, page.Items...)
+			if page.NextCursor == nil {
+				if !strings.Contains(string(body), `"nextCursor":null`) {
+					t.Errorf("last page body %s, want nextCursor null", body)
+				}
+				break
+			}
+			path = "/notifications?limit=2&cursor=" + url.QueryEscape(*page.NextCursor)
 		}
-		path = "/notifications?limit=2&cursor=" + url.QueryEscape(*page.NextCursor)
-	}
 
-	want := [][]string{{"n-05", "n-04"}, {"n-03", "n-02"}, {"n-01"}}
-	if !slices.EqualFunc(pages, want, slices.Equal) {
-		t.Errorf("pages = %v, want %v", pages, want)
-	}
-	for _, n := range all {
-		if n.UserID != "user-a" || n.OrderID != "ord-"+n.ID || n.Channel != "log" || n.Status != "sent" ||
-			n.SentAt == nil || !n.SentAt.Equal(n.CreatedAt.Add(time.Second)) {
-			t.Errorf("item %+v, want user-a's notification of ord-%s, channel log, sent 1s after creation", n, n.ID)
+		want := [][]string{{"n-05", "n-04"}, {"n-03", "n-02"}, {"n-01"}}
+		if !slices.EqualFunc(pages, want, slices.Equal) {
+			t.Errorf("pages = %v, want %v", pages, want)
 		}
-	}
+		for _, n := range all {
+			if n.UserID != "user-a" || n.OrderID != "ord-"+n.ID || n.Channel != "log" || n.Status != "sent" ||
+				n.SentAt == nil || !n.SentAt.Equal(n.CreatedAt.Add(time.Second)) {
+				t.Errorf("item %+v, want user-a's notification of ord-%s, channel log, sent 1s after creation", n, n.ID)
+			}
+		}
 
-	// The default page (20) holds all five; another user sees only theirs;
-	// a user with none gets an empty list, not null.
-	for _, tt := range []struct {
-		user    string
-		wantIDs []string
-		wantRaw string
-	}{
-		{"user-a", []string{"n-05", "n-04", "n-03", "n-02", "n-01"}, `"nextCursor":null`},
-		{"user-b", []string{"n-06", "n-07"}, `"nextCursor":null`},
-		{"user-c", nil, `"items":[]`},
-	} {
-		resp, body := api.get(t, "/notifications", api.token(t, "gateway", Name, tt.user))
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /notifications as %s = %d %s, want 200", tt.user, resp.StatusCode, body)
+		// The default page (20) holds all five; another user sees only theirs;
+		// a user with none gets an empty list, not null.
+		for _, tt := range []struct {
+			user    string
+			wantIDs []string
+			wantRaw string
+		}{
+			{"user-a", []string{"n-05", "n-04", "n-03", "n-02", "n-01"}, `"nextCursor":null`},
+			{"user-b", []string{"n-06", "n-07"}, `"nextCursor":null`},
+			{"user-c", nil, `"items":[]`},
+		} {
+			resp, body := api.get(t, "/notifications", api.token(t, "gateway", Name, tt.user))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET /notifications as %s = %d %s, want 200", tt.user, resp.StatusCode, body)
+			}
+			var page listResponse
+			if err := json.Unmarshal(body, &page); err != nil {
+				t.Fatalf("body %s: %v", body, err)
+			}
+			var ids []string
+			for _, n := range page.Items {
+				ids = append(ids, n.ID)
+			}
+			if !slices.Equal(ids, tt.wantIDs) || !strings.Contains(string(body), tt.wantRaw) {
+				t.Errorf("GET /notifications as %s = %s, want ids %v and %s", tt.user, body, tt.wantIDs, tt.wantRaw)
+			}
 		}
-		var page listResponse
-		if err := json.Unmarshal(body, &page); err != nil {
-			t.Fatalf("body %s: %v", body, err)
-		}
-		var ids []string
-		for _, n := range page.Items {
-			ids = append(ids, n.ID)
-		}
-		if !slices.Equal(ids, tt.wantIDs) || !strings.Contains(string(body), tt.wantRaw) {
-			t.Errorf("GET /notifications as %s = %s, want ids %v and %s", tt.user, body, tt.wantIDs, tt.wantRaw)
-		}
-	}
+	})
 }
 
 func TestListNotificationsRejects(t *testing.T) {
 	t.Parallel()
-	api := newTestAPI(t)
+	api := newTestAPI(t, sqldbtest.SQLite)
 	userToken := api.token(t, "gateway", Name, "user-a")
 	tests := []struct {
 		name       string

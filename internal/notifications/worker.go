@@ -20,6 +20,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
@@ -48,12 +49,25 @@ const (
 // backoff is the wait before attempt n+1 after attempt n failed.
 var backoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
 
+// Fault points of the worker, for chaos rules.
+const (
+	// FaultDeliver is hit before each delivery: latency makes deliveries
+	// slow, errors make them fail and be retried.
+	FaultDeliver = "notifications.deliver"
+	// FaultAfterDelivery is hit once the channel delivered, before the
+	// notification is recorded and the event acked: a crash there makes
+	// the redelivered event notify a second time.
+	FaultAfterDelivery = "notifications.after_delivery"
+)
+
 // WorkerConfig configures a Worker.
 type WorkerConfig struct {
 	JS        jetstream.JetStream
 	DB        *sqldb.DB
 	Directory Directory
 	Channel   Channel
+	// Faults injects faults at the fault points; nil injects none.
+	Faults *chaos.Injector
 	// Replicas of the streams the worker declares.
 	StreamReplicas int
 	// Concurrency is how many events one worker handles at once.
@@ -252,7 +266,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
-	permanent := errors.Is(err, events.ErrMalformed) || apperr.Is(err, apperr.NotFound)
+	permanent := errors.Is(err, events.ErrMalformed) || errors.Is(err, ErrUndeliverable) || apperr.Is(err, apperr.NotFound)
 	if permanent || attempt >= uint64(w.cfg.MaxDeliver) {
 		w.deadLetter(ctx, m, attempt, err)
 		return
@@ -333,10 +347,13 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 		CreatedAt: sqldb.NewTime(w.cfg.Now()).Time,
 	}
 	if err := w.deliver(ctx, Message{
-		EventID: ev.ID, UserID: n.UserID, OrderID: n.OrderID, To: email,
+		EventID: ev.ID, UserID: n.UserID, OrderID: n.OrderID, To: email, OccurredAt: ev.Time,
 		Subject: "Your order " + ev.Data.OrderID + " was received",
 		Body:    fmt.Sprintf("We received your order of %d × %s.", ev.Data.Qty, ev.Data.SKU),
 	}); err != nil {
+		return err
+	}
+	if err := w.cfg.Faults.Hit(ctx, FaultAfterDelivery); err != nil {
 		return err
 	}
 	sentAt := sqldb.NewTime(w.cfg.Now()).Time
@@ -360,7 +377,11 @@ func (w *Worker) process(ctx context.Context, data []byte) error {
 func (w *Worker) deliver(ctx context.Context, m Message) error {
 	ctx, span := w.tracer.Start(ctx, "deliver "+w.cfg.Channel.Name())
 	defer span.End()
-	if err := w.cfg.Channel.Deliver(ctx, m); err != nil {
+	err := w.cfg.Faults.Hit(ctx, FaultDeliver)
+	if err == nil {
+		err = w.cfg.Channel.Deliver(ctx, m)
+	}
+	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return fmt.Errorf("deliver on %s: %w", w.cfg.Channel.Name(), err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/pagination"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
@@ -72,6 +73,11 @@ const (
 	keyLock = 15 * time.Second
 )
 
+// FaultAfterCommit is the fault point between the commit of an order with
+// its event and the relay's wake-up: a crash there leaves the event for the
+// relay's next poll, in this replica once restarted or in another.
+const FaultAfterCommit = "orders.after_commit"
+
 // Service implements the orders use cases.
 type Service struct {
 	db         *sqldb.DB
@@ -80,11 +86,13 @@ type Service struct {
 	// wake-up.
 	written func()
 	now     func() time.Time
+	faults  *chaos.Injector // nil: none
 }
 
-// NewService returns the service over db.
-func NewService(db *sqldb.DB, propagator propagation.TextMapPropagator, written func(), now func() time.Time) *Service {
-	return &Service{db: db, propagator: propagator, written: written, now: now}
+// NewService returns the service over db. faults, when not nil, injects
+// faults at FaultAfterCommit.
+func NewService(db *sqldb.DB, propagator propagation.TextMapPropagator, written func(), now func() time.Time, faults *chaos.Injector) *Service {
+	return &Service{db: db, propagator: propagator, written: written, now: now, faults: faults}
 }
 
 // Created is the outcome of Create.
@@ -143,6 +151,9 @@ func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (C
 			releaseKey(context.WithoutCancel(ctx), s.db, userID, key)
 		}
 		return Created{}, err
+	}
+	if err := s.faults.Hit(ctx, FaultAfterCommit); err != nil {
+		return Created{}, err // committed all the same: the relay's poll publishes the event
 	}
 	s.written()
 	return Created{Order: o}, nil

@@ -54,10 +54,10 @@ type testService struct {
 	written atomic.Int64
 }
 
-func newTestService(t *testing.T) *testService {
+func newTestService(t *testing.T, b sqldbtest.Backend) *testService {
 	t.Helper()
-	ts := &testService{db: sqldbtest.OpenSQLite(t, Migrations), clock: &testClock{now: start}}
-	ts.Service = NewService(ts.db, propagation.TraceContext{}, func() { ts.written.Add(1) }, ts.clock.Now)
+	ts := &testService{db: b.Open(t, Migrations), clock: &testClock{now: start}}
+	ts.Service = NewService(ts.db, propagation.TraceContext{}, func() { ts.written.Add(1) }, ts.clock.Now, nil)
 	return ts
 }
 
@@ -170,129 +170,462 @@ func TestNewOrderHash(t *testing.T) {
 
 func TestCreateWithoutKey(t *testing.T) {
 	t.Parallel()
-	ts := newTestService(t)
-	in := NewOrder{SKU: "SKU-1", Qty: 3}
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		in := NewOrder{SKU: "SKU-1", Qty: 3}
 
-	got := ts.mustCreate(t, "user-1", "", in)
+		got := ts.mustCreate(t, "user-1", "", in)
 
-	want := Order{UserID: "user-1", SKU: "SKU-1", Qty: 3, Status: "created", CreatedAt: start.Truncate(time.Microsecond)}
-	want.ID = got.Order.ID
-	if got.Replayed || !sameOrder(got.Order, want) {
-		t.Errorf("Create() = %+v, want {Order:%+v Replayed:false}", got, want)
-	}
-	if id, err := uuid.Parse(got.Order.ID); err != nil || id.Version() != 7 {
-		t.Errorf("Create().Order.ID = %q (version %v, parse error %v), want a UUIDv7", got.Order.ID, id.Version(), err)
-	}
-	if n := ts.orderRows(t); n != 1 {
-		t.Errorf("order rows = %d, want 1", n)
-	}
-	if n := ts.outboxRows(t); n != 1 {
-		t.Errorf("outbox rows = %d, want 1", n)
-	}
-	if n := ts.keyRows(t); n != 0 {
-		t.Errorf("idempotency key rows = %d, want 0", n)
-	}
-	if n := ts.written.Load(); n != 1 {
-		t.Errorf("written called %d times, want 1", n)
-	}
+		want := Order{UserID: "user-1", SKU: "SKU-1", Qty: 3, Status: "created", CreatedAt: start.Truncate(time.Microsecond)}
+		want.ID = got.Order.ID
+		if got.Replayed || !sameOrder(got.Order, want) {
+			t.Errorf("Create() = %+v, want {Order:%+v Replayed:false}", got, want)
+		}
+		if id, err := uuid.Parse(got.Order.ID); err != nil || id.Version() != 7 {
+			t.Errorf("Create().Order.ID = %q (version %v, parse error %v), want a UUIDv7", got.Order.ID, id.Version(), err)
+		}
+		if n := ts.orderRows(t); n != 1 {
+			t.Errorf("order rows = %d, want 1", n)
+		}
+		if n := ts.outboxRows(t); n != 1 {
+			t.Errorf("outbox rows = %d, want 1", n)
+		}
+		if n := ts.keyRows(t); n != 0 {
+			t.Errorf("idempotency key rows = %d, want 0", n)
+		}
+		if n := ts.written.Load(); n != 1 {
+			t.Errorf("written called %d times, want 1", n)
+		}
 
-	stored, err := ts.Get(t.Context(), "user-1", got.Order.ID)
-	if err != nil || !sameOrder(stored, got.Order) {
-		t.Errorf("Get() = %+v, %v, want %+v, nil", stored, err, got.Order)
-	}
+		stored, err := ts.Get(t.Context(), "user-1", got.Order.ID)
+		if err != nil || !sameOrder(stored, got.Order) {
+			t.Errorf("Get() = %+v, %v, want %+v, nil", stored, err, got.Order)
+		}
 
-	var id, subject string
-	var payload []byte
-	var created sqldb.Time
-	var sentAt sqldb.NullTime
-	err = ts.db.QueryRowContext(t.Context(), `SELECT id, subject, payload, created_at, sent_at FROM outbox`).
-		Scan(&id, &subject, &payload, &created, &sentAt)
-	if err != nil {
-		t.Fatalf("read outbox row: %v", err)
-	}
-	if subject != events.OrderCreated {
-		t.Errorf("outbox subject = %q, want %q", subject, events.OrderCreated)
-	}
-	if sentAt.Valid {
-		t.Errorf("outbox sent_at = %v, want NULL until the relay publishes", sentAt.Time)
-	}
-	if !created.Equal(got.Order.CreatedAt) {
-		t.Errorf("outbox created_at = %v, want %v", created.Time, got.Order.CreatedAt)
-	}
-	ev, err := events.ParseOrderCreated(payload)
-	if err != nil {
-		t.Fatalf("ParseOrderCreated(%s) error = %v", payload, err)
-	}
-	wantData := events.OrderCreatedData{OrderID: got.Order.ID, UserID: "user-1", SKU: "SKU-1", Qty: 3, CreatedAt: got.Order.CreatedAt}
-	if ev.Data.OrderID != wantData.OrderID || ev.Data.UserID != wantData.UserID || ev.Data.SKU != wantData.SKU ||
-		ev.Data.Qty != wantData.Qty || !ev.Data.CreatedAt.Equal(wantData.CreatedAt) {
-		t.Errorf("event data = %+v, want %+v", ev.Data, wantData)
-	}
-	if ev.ID != id {
-		t.Errorf("event id = %q, want the outbox row id %q", ev.ID, id)
-	}
-	if ev.Source != events.SourceOrders || !ev.Time.Equal(got.Order.CreatedAt) {
-		t.Errorf("event source, time = %q, %v, want %q, %v", ev.Source, ev.Time, events.SourceOrders, got.Order.CreatedAt)
-	}
+		var id, subject string
+		var payload []byte
+		var created sqldb.Time
+		var sentAt sqldb.NullTime
+		err = ts.db.QueryRowContext(t.Context(), `SELECT id, subject, payload, created_at, sent_at FROM outbox`).
+			Scan(&id, &subject, &payload, &created, &sentAt)
+		if err != nil {
+			t.Fatalf("read outbox row: %v", err)
+		}
+		if subject != events.OrderCreated {
+			t.Errorf("outbox subject = %q, want %q", subject, events.OrderCreated)
+		}
+		if sentAt.Valid {
+			t.Errorf("outbox sent_at = %v, want NULL until the relay publishes", sentAt.Time)
+		}
+		if !created.Equal(got.Order.CreatedAt) {
+			t.Errorf("outbox created_at = %v, want %v", created.Time, got.Order.CreatedAt)
+		}
+		ev, err := events.ParseOrderCreated(payload)
+		if err != nil {
+			t.Fatalf("ParseOrderCreated(%s) error = %v", payload, err)
+		}
+		wantData := events.OrderCreatedData{OrderID: got.Order.ID, UserID: "user-1", SKU: "SKU-1", Qty: 3, CreatedAt: got.Order.CreatedAt}
+		if ev.Data.OrderID != wantData.OrderID || ev.Data.UserID != wantData.UserID || ev.Data.SKU != wantData.SKU ||
+			ev.Data.Qty != wantData.Qty || !ev.Data.CreatedAt.Equal(wantData.CreatedAt) {
+			t.Errorf("event data = %+v, want %+v", ev.Data, wantData)
+		}
+		if ev.ID != id {
+			t.Errorf("event id = %q, want the outbox row id %q", ev.ID, id)
+		}
+		if ev.Source != events.SourceOrders || !ev.Time.Equal(got.Order.CreatedAt) {
+			t.Errorf("event source, time = %q, %v, want %q, %v", ev.Source, ev.Time, events.SourceOrders, got.Order.CreatedAt)
+		}
+	})
 }
 
 func TestCreateStoresTraceContext(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		// ctx returns the request context and the traceparent the outbox
-		// row must carry ("" for none).
-		ctx func(t *testing.T) (context.Context, string)
-	}{
-		{"sampled span", func(t *testing.T) (context.Context, string) {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-			ctx, span := tp.Tracer("test").Start(t.Context(), "POST /orders")
-			t.Cleanup(func() { span.End() })
-			sc := span.SpanContext()
-			return ctx, fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID())
-		}},
-		{"no span", func(t *testing.T) (context.Context, string) {
-			return t.Context(), ""
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ts := newTestService(t)
-			ctx, want := tt.ctx(t)
-			if _, err := ts.Create(ctx, "user-1", "", NewOrder{SKU: "A", Qty: 1}); err != nil {
-				t.Fatalf("Create() error = %v", err)
-			}
-			var raw string
-			if err := ts.db.QueryRowContext(t.Context(), `SELECT headers FROM outbox`).Scan(&raw); err != nil {
-				t.Fatalf("read outbox headers: %v", err)
-			}
-			var headers map[string]string
-			if err := json.Unmarshal([]byte(raw), &headers); err != nil {
-				t.Fatalf("outbox headers %q: %v", raw, err)
-			}
-			if got := headers["traceparent"]; got != want {
-				t.Errorf("outbox headers[traceparent] = %q, want %q", got, want)
-			}
-		})
-	}
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		tests := []struct {
+			name string
+			// ctx returns the request context and the traceparent the outbox
+			// row must carry ("" for none).
+			ctx func(t *testing.T) (context.Context, string)
+		}{
+			{"sampled span", func(t *testing.T) (context.Context, string) {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+				t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				ctx, span := tp.Tracer("test").Start(t.Context(), "POST /orders")
+				t.Cleanup(func() { span.End() })
+				sc := span.SpanContext()
+				return ctx, fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID())
+			}},
+			{"no span", func(t *testing.T) (context.Context, string) {
+				return t.Context(), ""
+			}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ts := newTestService(t, b)
+				ctx, want := tt.ctx(t)
+				if _, err := ts.Create(ctx, "user-1", "", NewOrder{SKU: "A", Qty: 1}); err != nil {
+					t.Fatalf("Create() error = %v", err)
+				}
+				var raw string
+				if err := ts.db.QueryRowContext(t.Context(), `SELECT headers FROM outbox`).Scan(&raw); err != nil {
+					t.Fatalf("read outbox headers: %v", err)
+				}
+				var headers map[string]string
+				if err := json.Unmarshal([]byte(raw), &headers); err != nil {
+					t.Fatalf("outbox headers %q: %v", raw, err)
+				}
+				if got := headers["traceparent"]; got != want {
+					t.Errorf("outbox headers[traceparent] = %q, want %q", got, want)
+				}
+			})
+		}
+	})
 }
 
 func TestCreateIdempotency(t *testing.T) {
 	t.Parallel()
-	body := NewOrder{SKU: "A-1", Qty: 2}
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		body := NewOrder{SKU: "A-1", Qty: 2}
 
-	t.Run("same key and body replays the first order", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		first := ts.mustCreate(t, "user-1", "key-1", body)
-		ts.clock.Advance(time.Hour)
-		second := ts.mustCreate(t, "user-1", "key-1", body)
-		if !second.Replayed || !sameOrder(second.Order, first.Order) {
-			t.Errorf("Create() again = %+v, want {Order:%+v Replayed:true}", second, first.Order)
+		t.Run("same key and body replays the first order", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			first := ts.mustCreate(t, "user-1", "key-1", body)
+			ts.clock.Advance(time.Hour)
+			second := ts.mustCreate(t, "user-1", "key-1", body)
+			if !second.Replayed || !sameOrder(second.Order, first.Order) {
+				t.Errorf("Create() again = %+v, want {Order:%+v Replayed:true}", second, first.Order)
+			}
+			if first.Replayed {
+				t.Errorf("Create() first Replayed = true, want false")
+			}
+			if n := ts.orderRows(t); n != 1 {
+				t.Errorf("order rows = %d, want 1", n)
+			}
+			if n := ts.outboxRows(t); n != 1 {
+				t.Errorf("outbox rows = %d, want 1", n)
+			}
+			if n := ts.written.Load(); n != 1 {
+				t.Errorf("written called %d times, want 1 (a replay writes nothing)", n)
+			}
+		})
+
+		t.Run("same key with another body is refused", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			ts.mustCreate(t, "user-1", "key-1", body)
+			for _, other := range []NewOrder{{SKU: "A-1", Qty: 3}, {SKU: "A-2", Qty: 2}} {
+				_, err := ts.Create(t.Context(), "user-1", "key-1", other)
+				if kind, code := appErr(t, err); kind != apperr.Invalid || code != "idempotency_key_reused" {
+					t.Errorf("Create(%+v) with a used key = %v %q, want Invalid %q", other, kind, code, "idempotency_key_reused")
+				}
+			}
+			if n := ts.orderRows(t); n != 1 {
+				t.Errorf("order rows = %d, want 1", n)
+			}
+		})
+
+		t.Run("key in flight is a conflict", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			// Another request holds the key and has not finished.
+			if prior, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); prior != nil || err != nil {
+				t.Fatalf("claimKey() = %v, %v, want nil, nil", prior, err)
+			}
+			_, err := ts.Create(t.Context(), "user-1", "key-1", body)
+			kind, code := appErr(t, err)
+			if kind != apperr.Conflict || code != "idempotency_key_in_flight" {
+				t.Errorf("Create() while in flight = %v %q, want Conflict %q", kind, code, "idempotency_key_in_flight")
+			}
+			if e, _ := errors.AsType[*apperr.Error](err); e.RetryAfter < 1 {
+				t.Errorf("Create() while in flight RetryAfter = %d, want >= 1", e.RetryAfter)
+			}
+			// A different body is still refused as a reuse, not queued.
+			_, err = ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "B", Qty: 1})
+			if kind, code := appErr(t, err); kind != apperr.Invalid || code != "idempotency_key_reused" {
+				t.Errorf("Create(other body) while in flight = %v %q, want Invalid %q", kind, code, "idempotency_key_reused")
+			}
+			if n := ts.orderRows(t); n != 0 {
+				t.Errorf("order rows = %d, want 0", n)
+			}
+		})
+
+		t.Run("stale lock is taken over", func(t *testing.T) {
+			tests := []struct {
+				name     string
+				after    time.Duration
+				wantCode string // "" means the order is created
+			}{
+				{"just before the lock ends", keyLock - time.Second, "idempotency_key_in_flight"},
+				{"as the lock ends", keyLock, ""},
+				{"after the lock", keyLock + time.Second, ""},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					ts := newTestService(t, b)
+					if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
+						t.Fatalf("claimKey() error = %v", err)
+					}
+					ts.clock.Advance(tt.after)
+					got, err := ts.Create(t.Context(), "user-1", "key-1", body)
+					if tt.wantCode != "" {
+						if _, code := appErr(t, err); code != tt.wantCode {
+							t.Errorf("Create() %v after the claim = %q, want %q", tt.after, code, tt.wantCode)
+						}
+						return
+					}
+					if err != nil || got.Replayed {
+						t.Fatalf("Create() %v after the claim = %+v, %v, want a new order", tt.after, got, err)
+					}
+					again := ts.mustCreate(t, "user-1", "key-1", body)
+					if !again.Replayed || again.Order.ID != got.Order.ID {
+						t.Errorf("Create() after takeover = %+v, want a replay of %s", again, got.Order.ID)
+					}
+					if n := ts.orderRows(t); n != 1 {
+						t.Errorf("order rows = %d, want 1", n)
+					}
+				})
+			}
+		})
+
+		t.Run("key older than 24h is new", func(t *testing.T) {
+			tests := []struct {
+				name         string
+				after        time.Duration
+				wantReplayed bool
+			}{
+				{"23h59m59s", 24*time.Hour - time.Second, true},
+				{"24h plus 1s", 24*time.Hour + time.Second, false},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					ts := newTestService(t, b)
+					first := ts.mustCreate(t, "user-1", "key-1", body)
+					ts.clock.Advance(tt.after)
+					second := ts.mustCreate(t, "user-1", "key-1", body)
+					if second.Replayed != tt.wantReplayed || (second.Order.ID == first.Order.ID) != tt.wantReplayed {
+						t.Errorf("Create() %v later = {ID:%s Replayed:%v}, want Replayed %v (first ID %s)",
+							tt.after, second.Order.ID, second.Replayed, tt.wantReplayed, first.Order.ID)
+					}
+					wantRows := 2
+					if tt.wantReplayed {
+						wantRows = 1
+					}
+					if n := ts.orderRows(t); n != wantRows {
+						t.Errorf("order rows = %d, want %d", n, wantRows)
+					}
+					// The key starts a new life: another body is refused again,
+					// and the same body replays the second order.
+					if !tt.wantReplayed {
+						third := ts.mustCreate(t, "user-1", "key-1", body)
+						if !third.Replayed || third.Order.ID != second.Order.ID {
+							t.Errorf("Create() after renewal = {ID:%s Replayed:%v}, want a replay of %s",
+								third.Order.ID, third.Replayed, second.Order.ID)
+						}
+					}
+				})
+			}
+		})
+
+		t.Run("key older than 24h accepts another body", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			ts.mustCreate(t, "user-1", "key-1", body)
+			ts.clock.Advance(24*time.Hour + time.Second)
+			got, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "B", Qty: 9})
+			if err != nil || got.Replayed || got.Order.SKU != "B" {
+				t.Errorf("Create(other body) after 24h = %+v, %v, want a new order of B", got, err)
+			}
+		})
+
+		t.Run("keys are per user", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			a := ts.mustCreate(t, "user-1", "key-1", body)
+			b := ts.mustCreate(t, "user-2", "key-1", body)
+			if b.Replayed || b.Order.ID == a.Order.ID || b.Order.UserID != "user-2" {
+				t.Errorf("Create(user-2, same key) = %+v, want a new order of user-2 (user-1 got %s)", b, a.Order.ID)
+			}
+			// And another body from the second user is not a reuse of the first's key.
+			c, err := ts.Create(t.Context(), "user-3", "key-1", NewOrder{SKU: "C", Qty: 1})
+			if err != nil || c.Replayed {
+				t.Errorf("Create(user-3, same key, other body) = %+v, %v, want a new order", c, err)
+			}
+			if n := ts.orderRows(t); n != 3 {
+				t.Errorf("order rows = %d, want 3", n)
+			}
+		})
+
+		t.Run("failed create releases the key", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			// The service trusts its callers to validate; a qty the schema
+			// refuses makes the order insert fail after the key was claimed.
+			_, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "A", Qty: 0})
+			if err == nil {
+				t.Fatalf("Create(qty 0) error = nil, want the insert to fail")
+			}
+			if n := ts.keyRows(t); n != 0 {
+				t.Errorf("idempotency key rows after a failed create = %d, want 0", n)
+			}
+			if o, e := ts.orderRows(t), ts.outboxRows(t); o != 0 || e != 0 {
+				t.Errorf("order, outbox rows after a failed create = %d, %d, want 0, 0", o, e)
+			}
+			if n := ts.written.Load(); n != 0 {
+				t.Errorf("written called %d times after a failed create, want 0", n)
+			}
+			// The client's retry (with a corrected body) goes through at once.
+			got, err := ts.Create(t.Context(), "user-1", "key-1", body)
+			if err != nil || got.Replayed {
+				t.Errorf("Create() retry after a failure = %+v, %v, want a new order", got, err)
+			}
+		})
+
+		t.Run("releaseKey frees a claimed key", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
+				t.Fatalf("claimKey() error = %v", err)
+			}
+			releaseKey(t.Context(), ts.db, "user-1", "key-1")
+			if n := ts.keyRows(t); n != 0 {
+				t.Errorf("idempotency key rows after releaseKey = %d, want 0", n)
+			}
+			got, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "OTHER", Qty: 1})
+			if err != nil || got.Replayed {
+				t.Errorf("Create() after releaseKey = %+v, %v, want a new order", got, err)
+			}
+		})
+
+		t.Run("releaseKey keeps a completed key", func(t *testing.T) {
+			t.Parallel()
+			ts := newTestService(t, b)
+			first := ts.mustCreate(t, "user-1", "key-1", body)
+			releaseKey(t.Context(), ts.db, "user-1", "key-1")
+			if n := ts.keyRows(t); n != 1 {
+				t.Errorf("idempotency key rows after releaseKey of a completed key = %d, want 1", n)
+			}
+			again := ts.mustCreate(t, "user-1", "key-1", body)
+			if !again.Replayed || again.Order.ID != first.Order.ID {
+				t.Errorf("Create() after releaseKey = %+v, want a replay of %s", again, first.Order.ID)
+			}
+		})
+	})
+}
+
+func TestCreateIsAtomic(t *testing.T) {
+	t.Parallel()
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		// Each trigger makes one statement of Create's transaction fail after
+		// the order row was written; nothing of it may remain. Triggers are
+		// written in each dialect.
+		pgFail := `CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN RAISE EXCEPTION 'store unavailable'; END $$`
+		tests := []struct {
+			name         string
+			create, drop map[string][]string
+		}{
+			{"outbox insert fails", map[string][]string{
+				"sqlite":   {`CREATE TRIGGER fail BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'outbox unavailable'); END`},
+				"postgres": {pgFail, `CREATE TRIGGER fail BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail()`},
+			}, map[string][]string{
+				"sqlite":   {`DROP TRIGGER fail`},
+				"postgres": {`DROP TRIGGER fail ON outbox`},
+			}},
+			{"saving the key's answer fails", map[string][]string{
+				"sqlite": {`CREATE TRIGGER fail BEFORE UPDATE ON idempotency_keys
+				WHEN NEW.response IS NOT NULL BEGIN SELECT RAISE(ABORT, 'keys unavailable'); END`},
+				"postgres": {pgFail, `CREATE TRIGGER fail BEFORE UPDATE ON idempotency_keys
+				FOR EACH ROW WHEN (NEW.response IS NOT NULL) EXECUTE FUNCTION fail()`},
+			}, map[string][]string{
+				"sqlite":   {`DROP TRIGGER fail`},
+				"postgres": {`DROP TRIGGER fail ON idempotency_keys`},
+			}},
 		}
-		if first.Replayed {
-			t.Errorf("Create() first Replayed = true, want false")
+		exec := func(t *testing.T, db *sqldb.DB, stmts []string) {
+			t.Helper()
+			for _, q := range stmts {
+				if _, err := db.ExecContext(t.Context(), q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				ts := newTestService(t, b)
+				exec(t, ts.db, tt.create[b.Name])
+				body := NewOrder{SKU: "A", Qty: 1}
+				if got, err := ts.Create(t.Context(), "user-1", "key-1", body); err == nil {
+					t.Fatalf("Create() = %+v, nil, want an error", got)
+				}
+				if o, e, k := ts.orderRows(t), ts.outboxRows(t), ts.keyRows(t); o != 0 || e != 0 || k != 0 {
+					t.Errorf("order, outbox, key rows after a failed create = %d, %d, %d, want 0, 0, 0", o, e, k)
+				}
+				if n := ts.written.Load(); n != 0 {
+					t.Errorf("written called %d times after a failed create, want 0", n)
+				}
+				exec(t, ts.db, tt.drop[b.Name])
+				got, err := ts.Create(t.Context(), "user-1", "key-1", body)
+				if err != nil || got.Replayed {
+					t.Errorf("Create() retry = %+v, %v, want a new order", got, err)
+				}
+				if o, e := ts.orderRows(t), ts.outboxRows(t); o != 1 || e != 1 {
+					t.Errorf("order, outbox rows after the retry = %d, %d, want 1, 1", o, e)
+				}
+			})
+		}
+	})
+}
+
+func TestCreateConcurrentSameKey(t *testing.T) {
+	t.Parallel()
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		body := NewOrder{SKU: "RACE", Qty: 1}
+		const callers = 20
+
+		type result struct {
+			created Created
+			err     error
+		}
+		results := make([]result, callers)
+		var wg sync.WaitGroup
+		for i := range callers {
+			wg.Go(func() { // ends when its Create returns
+				c, err := ts.Create(t.Context(), "user-1", "same-key", body)
+				results[i] = result{c, err}
+			})
+		}
+		wg.Wait()
+
+		var created, replayed, inFlight int
+		var orderID string
+		for i, r := range results {
+			if r.err != nil {
+				kind, code := appErr(t, r.err)
+				if kind != apperr.Conflict || code != "idempotency_key_in_flight" {
+					t.Errorf("caller %d: Create() = %v %q, want success or Conflict %q", i, kind, code, "idempotency_key_in_flight")
+				}
+				inFlight++
+				continue
+			}
+			if orderID == "" {
+				orderID = r.created.Order.ID
+			}
+			if r.created.Order.ID != orderID {
+				t.Errorf("caller %d: Create().Order.ID = %s, want %s (one order for one key)", i, r.created.Order.ID, orderID)
+			}
+			if r.created.Replayed {
+				replayed++
+			} else {
+				created++
+			}
+		}
+		if created != 1 {
+			t.Errorf("callers that created = %d, want 1 (replayed %d, in flight %d)", created, replayed, inFlight)
 		}
 		if n := ts.orderRows(t); n != 1 {
 			t.Errorf("order rows = %d, want 1", n)
@@ -301,443 +634,147 @@ func TestCreateIdempotency(t *testing.T) {
 			t.Errorf("outbox rows = %d, want 1", n)
 		}
 		if n := ts.written.Load(); n != 1 {
-			t.Errorf("written called %d times, want 1 (a replay writes nothing)", n)
+			t.Errorf("written called %d times, want 1", n)
 		}
 	})
-
-	t.Run("same key with another body is refused", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		ts.mustCreate(t, "user-1", "key-1", body)
-		for _, other := range []NewOrder{{SKU: "A-1", Qty: 3}, {SKU: "A-2", Qty: 2}} {
-			_, err := ts.Create(t.Context(), "user-1", "key-1", other)
-			if kind, code := appErr(t, err); kind != apperr.Invalid || code != "idempotency_key_reused" {
-				t.Errorf("Create(%+v) with a used key = %v %q, want Invalid %q", other, kind, code, "idempotency_key_reused")
-			}
-		}
-		if n := ts.orderRows(t); n != 1 {
-			t.Errorf("order rows = %d, want 1", n)
-		}
-	})
-
-	t.Run("key in flight is a conflict", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		// Another request holds the key and has not finished.
-		if prior, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); prior != nil || err != nil {
-			t.Fatalf("claimKey() = %v, %v, want nil, nil", prior, err)
-		}
-		_, err := ts.Create(t.Context(), "user-1", "key-1", body)
-		kind, code := appErr(t, err)
-		if kind != apperr.Conflict || code != "idempotency_key_in_flight" {
-			t.Errorf("Create() while in flight = %v %q, want Conflict %q", kind, code, "idempotency_key_in_flight")
-		}
-		if e, _ := errors.AsType[*apperr.Error](err); e.RetryAfter < 1 {
-			t.Errorf("Create() while in flight RetryAfter = %d, want >= 1", e.RetryAfter)
-		}
-		// A different body is still refused as a reuse, not queued.
-		_, err = ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "B", Qty: 1})
-		if kind, code := appErr(t, err); kind != apperr.Invalid || code != "idempotency_key_reused" {
-			t.Errorf("Create(other body) while in flight = %v %q, want Invalid %q", kind, code, "idempotency_key_reused")
-		}
-		if n := ts.orderRows(t); n != 0 {
-			t.Errorf("order rows = %d, want 0", n)
-		}
-	})
-
-	t.Run("stale lock is taken over", func(t *testing.T) {
-		tests := []struct {
-			name     string
-			after    time.Duration
-			wantCode string // "" means the order is created
-		}{
-			{"just before the lock ends", keyLock - time.Second, "idempotency_key_in_flight"},
-			{"as the lock ends", keyLock, ""},
-			{"after the lock", keyLock + time.Second, ""},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				t.Parallel()
-				ts := newTestService(t)
-				if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
-					t.Fatalf("claimKey() error = %v", err)
-				}
-				ts.clock.Advance(tt.after)
-				got, err := ts.Create(t.Context(), "user-1", "key-1", body)
-				if tt.wantCode != "" {
-					if _, code := appErr(t, err); code != tt.wantCode {
-						t.Errorf("Create() %v after the claim = %q, want %q", tt.after, code, tt.wantCode)
-					}
-					return
-				}
-				if err != nil || got.Replayed {
-					t.Fatalf("Create() %v after the claim = %+v, %v, want a new order", tt.after, got, err)
-				}
-				again := ts.mustCreate(t, "user-1", "key-1", body)
-				if !again.Replayed || again.Order.ID != got.Order.ID {
-					t.Errorf("Create() after takeover = %+v, want a replay of %s", again, got.Order.ID)
-				}
-				if n := ts.orderRows(t); n != 1 {
-					t.Errorf("order rows = %d, want 1", n)
-				}
-			})
-		}
-	})
-
-	t.Run("key older than 24h is new", func(t *testing.T) {
-		tests := []struct {
-			name         string
-			after        time.Duration
-			wantReplayed bool
-		}{
-			{"23h59m59s", 24*time.Hour - time.Second, true},
-			{"24h plus 1s", 24*time.Hour + time.Second, false},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				t.Parallel()
-				ts := newTestService(t)
-				first := ts.mustCreate(t, "user-1", "key-1", body)
-				ts.clock.Advance(tt.after)
-				second := ts.mustCreate(t, "user-1", "key-1", body)
-				if second.Replayed != tt.wantReplayed || (second.Order.ID == first.Order.ID) != tt.wantReplayed {
-					t.Errorf("Create() %v later = {ID:%s Replayed:%v}, want Replayed %v (first ID %s)",
-						tt.after, second.Order.ID, second.Replayed, tt.wantReplayed, first.Order.ID)
-				}
-				wantRows := 2
-				if tt.wantReplayed {
-					wantRows = 1
-				}
-				if n := ts.orderRows(t); n != wantRows {
-					t.Errorf("order rows = %d, want %d", n, wantRows)
-				}
-				// The key starts a new life: another body is refused again,
-				// and the same body replays the second order.
-				if !tt.wantReplayed {
-					third := ts.mustCreate(t, "user-1", "key-1", body)
-					if !third.Replayed || third.Order.ID != second.Order.ID {
-						t.Errorf("Create() after renewal = {ID:%s Replayed:%v}, want a replay of %s",
-							third.Order.ID, third.Replayed, second.Order.ID)
-					}
-				}
-			})
-		}
-	})
-
-	t.Run("key older than 24h accepts another body", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		ts.mustCreate(t, "user-1", "key-1", body)
-		ts.clock.Advance(24*time.Hour + time.Second)
-		got, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "B", Qty: 9})
-		if err != nil || got.Replayed || got.Order.SKU != "B" {
-			t.Errorf("Create(other body) after 24h = %+v, %v, want a new order of B", got, err)
-		}
-	})
-
-	t.Run("keys are per user", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		a := ts.mustCreate(t, "user-1", "key-1", body)
-		b := ts.mustCreate(t, "user-2", "key-1", body)
-		if b.Replayed || b.Order.ID == a.Order.ID || b.Order.UserID != "user-2" {
-			t.Errorf("Create(user-2, same key) = %+v, want a new order of user-2 (user-1 got %s)", b, a.Order.ID)
-		}
-		// And another body from the second user is not a reuse of the first's key.
-		c, err := ts.Create(t.Context(), "user-3", "key-1", NewOrder{SKU: "C", Qty: 1})
-		if err != nil || c.Replayed {
-			t.Errorf("Create(user-3, same key, other body) = %+v, %v, want a new order", c, err)
-		}
-		if n := ts.orderRows(t); n != 3 {
-			t.Errorf("order rows = %d, want 3", n)
-		}
-	})
-
-	t.Run("failed create releases the key", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		// The service trusts its callers to validate; a qty the schema
-		// refuses makes the order insert fail after the key was claimed.
-		_, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "A", Qty: 0})
-		if err == nil {
-			t.Fatalf("Create(qty 0) error = nil, want the insert to fail")
-		}
-		if n := ts.keyRows(t); n != 0 {
-			t.Errorf("idempotency key rows after a failed create = %d, want 0", n)
-		}
-		if o, e := ts.orderRows(t), ts.outboxRows(t); o != 0 || e != 0 {
-			t.Errorf("order, outbox rows after a failed create = %d, %d, want 0, 0", o, e)
-		}
-		if n := ts.written.Load(); n != 0 {
-			t.Errorf("written called %d times after a failed create, want 0", n)
-		}
-		// The client's retry (with a corrected body) goes through at once.
-		got, err := ts.Create(t.Context(), "user-1", "key-1", body)
-		if err != nil || got.Replayed {
-			t.Errorf("Create() retry after a failure = %+v, %v, want a new order", got, err)
-		}
-	})
-
-	t.Run("releaseKey frees a claimed key", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
-			t.Fatalf("claimKey() error = %v", err)
-		}
-		releaseKey(t.Context(), ts.db, "user-1", "key-1")
-		if n := ts.keyRows(t); n != 0 {
-			t.Errorf("idempotency key rows after releaseKey = %d, want 0", n)
-		}
-		got, err := ts.Create(t.Context(), "user-1", "key-1", NewOrder{SKU: "OTHER", Qty: 1})
-		if err != nil || got.Replayed {
-			t.Errorf("Create() after releaseKey = %+v, %v, want a new order", got, err)
-		}
-	})
-
-	t.Run("releaseKey keeps a completed key", func(t *testing.T) {
-		t.Parallel()
-		ts := newTestService(t)
-		first := ts.mustCreate(t, "user-1", "key-1", body)
-		releaseKey(t.Context(), ts.db, "user-1", "key-1")
-		if n := ts.keyRows(t); n != 1 {
-			t.Errorf("idempotency key rows after releaseKey of a completed key = %d, want 1", n)
-		}
-		again := ts.mustCreate(t, "user-1", "key-1", body)
-		if !again.Replayed || again.Order.ID != first.Order.ID {
-			t.Errorf("Create() after releaseKey = %+v, want a replay of %s", again, first.Order.ID)
-		}
-	})
-}
-
-func TestCreateIsAtomic(t *testing.T) {
-	t.Parallel()
-	// Each trigger makes one statement of Create's transaction fail after
-	// the order row was written; nothing of it may remain.
-	tests := []struct {
-		name    string
-		trigger string
-	}{
-		{"outbox insert fails", `CREATE TRIGGER fail BEFORE INSERT ON outbox
-			BEGIN SELECT RAISE(ABORT, 'outbox unavailable'); END`},
-		{"saving the key's answer fails", `CREATE TRIGGER fail BEFORE UPDATE ON idempotency_keys
-			WHEN NEW.response IS NOT NULL BEGIN SELECT RAISE(ABORT, 'keys unavailable'); END`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			ts := newTestService(t)
-			if _, err := ts.db.ExecContext(t.Context(), tt.trigger); err != nil {
-				t.Fatalf("create trigger: %v", err)
-			}
-			body := NewOrder{SKU: "A", Qty: 1}
-			if got, err := ts.Create(t.Context(), "user-1", "key-1", body); err == nil {
-				t.Fatalf("Create() = %+v, nil, want an error", got)
-			}
-			if o, e, k := ts.orderRows(t), ts.outboxRows(t), ts.keyRows(t); o != 0 || e != 0 || k != 0 {
-				t.Errorf("order, outbox, key rows after a failed create = %d, %d, %d, want 0, 0, 0", o, e, k)
-			}
-			if n := ts.written.Load(); n != 0 {
-				t.Errorf("written called %d times after a failed create, want 0", n)
-			}
-			if _, err := ts.db.ExecContext(t.Context(), `DROP TRIGGER fail`); err != nil {
-				t.Fatalf("drop trigger: %v", err)
-			}
-			got, err := ts.Create(t.Context(), "user-1", "key-1", body)
-			if err != nil || got.Replayed {
-				t.Errorf("Create() retry = %+v, %v, want a new order", got, err)
-			}
-			if o, e := ts.orderRows(t), ts.outboxRows(t); o != 1 || e != 1 {
-				t.Errorf("order, outbox rows after the retry = %d, %d, want 1, 1", o, e)
-			}
-		})
-	}
-}
-
-func TestCreateConcurrentSameKey(t *testing.T) {
-	t.Parallel()
-	ts := newTestService(t)
-	body := NewOrder{SKU: "RACE", Qty: 1}
-	const callers = 20
-
-	type result struct {
-		created Created
-		err     error
-	}
-	results := make([]result, callers)
-	var wg sync.WaitGroup
-	for i := range callers {
-		wg.Go(func() { // ends when its Create returns
-			c, err := ts.Create(t.Context(), "user-1", "same-key", body)
-			results[i] = result{c, err}
-		})
-	}
-	wg.Wait()
-
-	var created, replayed, inFlight int
-	var orderID string
-	for i, r := range results {
-		if r.err != nil {
-			kind, code := appErr(t, r.err)
-			if kind != apperr.Conflict || code != "idempotency_key_in_flight" {
-				t.Errorf("caller %d: Create() = %v %q, want success or Conflict %q", i, kind, code, "idempotency_key_in_flight")
-			}
-			inFlight++
-			continue
-		}
-		if orderID == "" {
-			orderID = r.created.Order.ID
-		}
-		if r.created.Order.ID != orderID {
-			t.Errorf("caller %d: Create().Order.ID = %s, want %s (one order for one key)", i, r.created.Order.ID, orderID)
-		}
-		if r.created.Replayed {
-			replayed++
-		} else {
-			created++
-		}
-	}
-	if created != 1 {
-		t.Errorf("callers that created = %d, want 1 (replayed %d, in flight %d)", created, replayed, inFlight)
-	}
-	if n := ts.orderRows(t); n != 1 {
-		t.Errorf("order rows = %d, want 1", n)
-	}
-	if n := ts.outboxRows(t); n != 1 {
-		t.Errorf("outbox rows = %d, want 1", n)
-	}
-	if n := ts.written.Load(); n != 1 {
-		t.Errorf("written called %d times, want 1", n)
-	}
 }
 
 func TestPurgeExpiredKeys(t *testing.T) {
 	t.Parallel()
-	ts := newTestService(t)
-	body := NewOrder{SKU: "A", Qty: 1}
-	ts.mustCreate(t, "user-1", "oldest", body) // start
-	ts.clock.Advance(time.Second)
-	ts.mustCreate(t, "user-1", "day-old", body) // start+1s
-	ts.clock.Advance(12 * time.Hour)
-	ts.mustCreate(t, "user-1", "half-day", body) // start+12h+1s
-	ts.clock.Advance(12 * time.Hour)             // now start+24h+1s
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		body := NewOrder{SKU: "A", Qty: 1}
+		ts.mustCreate(t, "user-1", "oldest", body) // start
+		ts.clock.Advance(time.Second)
+		ts.mustCreate(t, "user-1", "day-old", body) // start+1s
+		ts.clock.Advance(12 * time.Hour)
+		ts.mustCreate(t, "user-1", "half-day", body) // start+12h+1s
+		ts.clock.Advance(12 * time.Hour)             // now start+24h+1s
 
-	n, err := ts.PurgeExpiredKeys(t.Context())
-	if err != nil || n != 1 {
-		t.Errorf("PurgeExpiredKeys() = %d, %v, want 1, nil", n, err)
-	}
-	rows, err := ts.db.QueryContext(t.Context(), `SELECT key FROM idempotency_keys ORDER BY key`)
-	if err != nil {
-		t.Fatalf("list keys: %v", err)
-	}
-	defer rows.Close()
-	var left []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			t.Fatalf("scan key: %v", err)
+		n, err := ts.PurgeExpiredKeys(t.Context())
+		if err != nil || n != 1 {
+			t.Errorf("PurgeExpiredKeys() = %d, %v, want 1, nil", n, err)
 		}
-		left = append(left, k)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatalf("list keys: %v", err)
-	}
-	if want := []string{"day-old", "half-day"}; !slices.Equal(left, want) {
-		t.Errorf("keys after PurgeExpiredKeys = %v, want %v (exactly 24h old is kept)", left, want)
-	}
-	if got := ts.orderRows(t); got != 3 {
-		t.Errorf("order rows after PurgeExpiredKeys = %d, want 3 (orders are not purged)", got)
-	}
+		rows, err := ts.db.QueryContext(t.Context(), `SELECT key FROM idempotency_keys ORDER BY key`)
+		if err != nil {
+			t.Fatalf("list keys: %v", err)
+		}
+		defer rows.Close()
+		var left []string
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				t.Fatalf("scan key: %v", err)
+			}
+			left = append(left, k)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("list keys: %v", err)
+		}
+		if want := []string{"day-old", "half-day"}; !slices.Equal(left, want) {
+			t.Errorf("keys after PurgeExpiredKeys = %v, want %v (exactly 24h old is kept)", left, want)
+		}
+		if got := ts.orderRows(t); got != 3 {
+			t.Errorf("order rows after PurgeExpiredKeys = %d, want 3 (orders are not purged)", got)
+		}
+	})
 }
 
 func TestListPaginatesNewestFirst(t *testing.T) {
 	t.Parallel()
-	ts := newTestService(t)
-	var mine []Order
-	// Five orders of user-1 over two instants (several share one), with
-	// another user's orders in between that must never show.
-	for i, step := range []time.Duration{0, 0, time.Second, 0, 0} {
-		ts.clock.Advance(step)
-		mine = append(mine, ts.mustCreate(t, "user-1", "", NewOrder{SKU: fmt.Sprintf("SKU-%d", i), Qty: 1}).Order)
-		ts.mustCreate(t, "user-2", "", NewOrder{SKU: "THEIRS", Qty: 1})
-	}
-	// Newest first is created_at desc, then id desc; UUIDv7 ids sort in
-	// creation order, so that is exactly the reverse of creation.
-	want := slices.Clone(mine)
-	slices.Reverse(want)
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		var mine []Order
+		// Five orders of user-1 over two instants (several share one), with
+		// another user's orders in between that must never show.
+		for i, step := range []time.Duration{0, 0, time.Second, 0, 0} {
+			ts.clock.Advance(step)
+			mine = append(mine, ts.mustCreate(t, "user-1", "", NewOrder{SKU: fmt.Sprintf("SKU-%d", i), Qty: 1}).Order)
+			ts.mustCreate(t, "user-2", "", NewOrder{SKU: "THEIRS", Qty: 1})
+		}
+		// Newest first is created_at desc, then id desc; UUIDv7 ids sort in
+		// creation order, so that is exactly the reverse of creation.
+		want := slices.Clone(mine)
+		slices.Reverse(want)
 
-	var got []Order
-	var pages []int
-	req := pagination.Request{Limit: 2}
-	for range 10 { // more than enough pages; guards against a cursor loop
-		page, err := ts.List(t.Context(), "user-1", req)
-		if err != nil {
-			t.Fatalf("List(%+v) error = %v", req, err)
+		var got []Order
+		var pages []int
+		req := pagination.Request{Limit: 2}
+		for range 10 { // more than enough pages; guards against a cursor loop
+			page, err := ts.List(t.Context(), "user-1", req)
+			if err != nil {
+				t.Fatalf("List(%+v) error = %v", req, err)
+			}
+			got = append(got, page.Items...)
+			pages = append(pages, len(page.Items))
+			if page.NextCursor == nil {
+				break
+			}
+			after, err := pagination.Parse(map[string][]string{"limit": {"2"}, "cursor": {*page.NextCursor}})
+			if err != nil {
+				t.Fatalf("Parse(cursor %q) error = %v", *page.NextCursor, err)
+			}
+			req = after
 		}
-		got = append(got, page.Items...)
-		pages = append(pages, len(page.Items))
-		if page.NextCursor == nil {
-			break
+		if wantPages := []int{2, 2, 1}; !slices.Equal(pages, wantPages) {
+			t.Errorf("page sizes = %v, want %v", pages, wantPages)
 		}
-		after, err := pagination.Parse(map[string][]string{"limit": {"2"}, "cursor": {*page.NextCursor}})
-		if err != nil {
-			t.Fatalf("Parse(cursor %q) error = %v", *page.NextCursor, err)
+		if !slices.EqualFunc(got, want, sameOrder) {
+			t.Errorf("List() pages =\n%v\nwant\n%v", ids(got), ids(want))
 		}
-		req = after
-	}
-	if wantPages := []int{2, 2, 1}; !slices.Equal(pages, wantPages) {
-		t.Errorf("page sizes = %v, want %v", pages, wantPages)
-	}
-	if !slices.EqualFunc(got, want, sameOrder) {
-		t.Errorf("List() pages =\n%v\nwant\n%v", ids(got), ids(want))
-	}
-	for _, o := range got {
-		if o.UserID != "user-1" {
-			t.Errorf("List(user-1) returned %+v of another user", o)
+		for _, o := range got {
+			if o.UserID != "user-1" {
+				t.Errorf("List(user-1) returned %+v of another user", o)
+			}
 		}
-	}
+	})
 }
 
 func TestListEmpty(t *testing.T) {
 	t.Parallel()
-	ts := newTestService(t)
-	ts.mustCreate(t, "user-2", "", NewOrder{SKU: "A", Qty: 1})
-	page, err := ts.List(t.Context(), "user-1", pagination.Request{Limit: 20})
-	if err != nil || page.Items == nil || len(page.Items) != 0 || page.NextCursor != nil {
-		t.Errorf("List(no orders) = %+v, %v, want empty items and no cursor", page, err)
-	}
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		ts.mustCreate(t, "user-2", "", NewOrder{SKU: "A", Qty: 1})
+		page, err := ts.List(t.Context(), "user-1", pagination.Request{Limit: 20})
+		if err != nil || page.Items == nil || len(page.Items) != 0 || page.NextCursor != nil {
+			t.Errorf("List(no orders) = %+v, %v, want empty items and no cursor", page, err)
+		}
+	})
 }
 
 func TestGet(t *testing.T) {
 	t.Parallel()
-	ts := newTestService(t)
-	mine := ts.mustCreate(t, "user-1", "", NewOrder{SKU: "A", Qty: 1}).Order
-	theirs := ts.mustCreate(t, "user-2", "", NewOrder{SKU: "B", Qty: 2}).Order
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		mine := ts.mustCreate(t, "user-1", "", NewOrder{SKU: "A", Qty: 1}).Order
+		theirs := ts.mustCreate(t, "user-2", "", NewOrder{SKU: "B", Qty: 2}).Order
 
-	tests := []struct {
-		name     string
-		id       string
-		want     Order
-		wantKind apperr.Kind // checked when want is zero
-	}{
-		{"own order", mine.ID, mine, 0},
-		{"another user's order", theirs.ID, Order{}, apperr.NotFound},
-		{"unknown id", uuid.Must(uuid.NewV7()).String(), Order{}, apperr.NotFound},
-		{"empty id", "", Order{}, apperr.NotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := ts.Get(t.Context(), "user-1", tt.id)
-			if tt.want.ID != "" {
-				if err != nil || !sameOrder(got, tt.want) {
-					t.Errorf("Get(%q) = %+v, %v, want %+v, nil", tt.id, got, err, tt.want)
+		tests := []struct {
+			name     string
+			id       string
+			want     Order
+			wantKind apperr.Kind // checked when want is zero
+		}{
+			{"own order", mine.ID, mine, 0},
+			{"another user's order", theirs.ID, Order{}, apperr.NotFound},
+			{"unknown id", uuid.Must(uuid.NewV7()).String(), Order{}, apperr.NotFound},
+			{"empty id", "", Order{}, apperr.NotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := ts.Get(t.Context(), "user-1", tt.id)
+				if tt.want.ID != "" {
+					if err != nil || !sameOrder(got, tt.want) {
+						t.Errorf("Get(%q) = %+v, %v, want %+v, nil", tt.id, got, err, tt.want)
+					}
+					return
 				}
-				return
-			}
-			if kind, _ := appErr(t, err); kind != tt.wantKind {
-				t.Errorf("Get(%q) = %+v, kind %v, want kind %v", tt.id, got, kind, tt.wantKind)
-			}
-		})
-	}
+				if kind, _ := appErr(t, err); kind != tt.wantKind {
+					t.Errorf("Get(%q) = %+v, kind %v, want kind %v", tt.id, got, kind, tt.wantKind)
+				}
+			})
+		}
+	})
 }
 
 func ids(orders []Order) []string {

@@ -31,7 +31,7 @@ const (
 
 // NewServer returns the internal API of the orders service. Every route acts
 // for the user named by the internal token's subject.
-func NewServer(svc *Service, verifier *auth.ServiceVerifier, logger *slog.Logger) http.Handler {
+func NewServer(svc *Service, verifier *auth.ServiceVerifier, logger *slog.Logger) *httpx.Router {
 	rt := httpx.NewRouter()
 	addRoutes(rt, svc, auth.RequireService(verifier, logger), logger)
 	return rt

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 )
 
 // testServer is the orders HTTP API over a real database, called with real
@@ -34,7 +35,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatalf("NewServiceVerifier() error = %v", err)
 	}
-	ts := newTestService(t)
+	ts := newTestService(t, sqldbtest.SQLite)
 	srv := httptest.NewServer(NewServer(ts.Service, v, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	s := &testServer{testService: ts, srv: srv, minters: map[string]*auth.Minter{}}

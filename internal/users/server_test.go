@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 )
 
 // testServer is the users service behind a real HTTP listener, with the
@@ -38,7 +39,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatalf("NewServiceVerifier(%s, %v) = %v, want nil", Name, TrustedCallers, err)
 	}
-	svc := newTestService(t)
+	svc := newTestService(t, sqldbtest.SQLite)
 	srv := httptest.NewServer(NewServer(svc, verifier, slog.New(slog.NewTextHandler(t.Output(), nil))))
 	t.Cleanup(srv.Close)
 	client := srv.Client()

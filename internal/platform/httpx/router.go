@@ -1,8 +1,10 @@
 package httpx
 
 import (
+	"context"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
@@ -13,7 +15,8 @@ import (
 // path and the wrong method. It never cleans or redirects a path: "//orders"
 // or "/orders/" is simply not a route, so a client sees one clear answer.
 type Router struct {
-	mux *http.ServeMux
+	mux      *http.ServeMux
+	patterns []string
 }
 
 // NewRouter returns an empty Router.
@@ -25,7 +28,38 @@ func NewRouter() *Router {
 
 // Handle registers h for a ServeMux pattern such as "GET /orders/{id}".
 func (rt *Router) Handle(pattern string, h http.Handler) {
-	rt.mux.Handle(pattern, h)
+	rt.patterns = append(rt.patterns, pattern)
+	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hook, ok := r.Context().Value(routeHookKey{}).(RouteHook); ok && !hook(w, r) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// Routes returns the patterns registered with Handle, sorted.
+func (rt *Router) Routes() []string {
+	return slices.Sorted(slices.Values(rt.patterns))
+}
+
+// A RouteHook runs once a Router has matched a request, with r.Pattern set,
+// just before the route's handler. It returns false when it has answered the
+// request itself; the handler is then skipped.
+type RouteHook func(w http.ResponseWriter, r *http.Request) bool
+
+type routeHookKey struct{}
+
+// WithRouteHook makes every Router inside h run hook on each request it
+// routes. Middleware that acts per route needs this: wrapped around a Router
+// it runs before the route is matched, when r.Pattern is still empty. A
+// request no route matches (a 404 or 405) never reaches the hook.
+//
+// Wrap it outside Instrument: it passes on a new *http.Request, and the
+// access log must hold the same request the Router sets the pattern on.
+func WithRouteHook(h http.Handler, hook RouteHook) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeHookKey{}, hook)))
+	})
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,5 +138,69 @@ func checkRouted(t *testing.T, req string, status int, header http.Header, body 
 	}
 	if strings.Contains(body, "<") {
 		t.Errorf("%s body = %q, want JSON, not the HTML of http.Error", req, body)
+	}
+}
+
+func TestRouterRoutes(t *testing.T) {
+	t.Parallel()
+	got := newTestRouter(t).Routes()
+	want := []string{"DELETE /orders/{id}", "GET /.well-known/jwks.json", "GET /orders", "GET /orders/me", "GET /orders/{id}", "POST /orders"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Routes() = %q, want %q", got, want)
+	}
+}
+
+// TestRouteHook: a hook installed outside Instrument sees the pattern the
+// request was routed by, may answer in the handler's place, never sees a
+// request no route matched, and leaves the access log its route.
+func TestRouteHook(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, method, target string
+		wantSeen             string // the pattern the hook saw; "" for none
+		wantStatus           int
+		wantBody             string
+	}{
+		{"routed", "GET", "/orders/o-1", "GET /orders/{id}", 200, "order o-1"},
+		{"answered by the hook", "POST", "/orders", "POST /orders", http.StatusTeapot, "hook"},
+		{"unknown path", "GET", "/nope", "", 404, ""},
+		{"wrong method", "PUT", "/orders", "", 405, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			logger, logs := newTestLogger(t)
+			var seen []string
+			h := httpx.WithRouteHook(httpx.Instrument(newTestRouter(t), logger, newTestTelemetry(t)),
+				func(w http.ResponseWriter, r *http.Request) bool {
+					seen = append(seen, r.Pattern)
+					if r.Pattern == "POST /orders" {
+						w.WriteHeader(http.StatusTeapot)
+						_, _ = io.WriteString(w, "hook")
+						return false
+					}
+					return true
+				})
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.target, nil))
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("%s %s status = %d, want %d", tt.method, tt.target, rec.Code, tt.wantStatus)
+			}
+			if tt.wantBody != "" && rec.Body.String() != tt.wantBody {
+				t.Errorf("%s %s body = %q, want %q", tt.method, tt.target, rec.Body, tt.wantBody)
+			}
+			var want []string
+			if tt.wantSeen != "" {
+				want = []string{tt.wantSeen}
+			}
+			if !slices.Equal(seen, want) {
+				t.Errorf("hook saw %q, want %q", seen, want)
+			}
+			for _, rec := range logs.records(t) {
+				if rec["msg"] == "request" && tt.wantSeen != "" && rec["route"] != tt.wantSeen {
+					t.Errorf("access log route = %v, want %q", rec["route"], tt.wantSeen)
+				}
+			}
+		})
 	}
 }

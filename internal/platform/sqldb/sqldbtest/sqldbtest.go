@@ -105,20 +105,25 @@ type Backend struct {
 	Open func(t testing.TB, migrations fs.FS) *sqldb.DB
 }
 
-// Backends are SQLite and PostgreSQL; the PostgreSQL one skips its test
-// when no server is configured.
-var Backends = []Backend{
-	{Name: "sqlite", Open: OpenSQLite},
-	{Name: "postgres", Open: OpenPostgres},
+// The backends: SQLite always; PostgreSQL skips its test when no server is
+// configured.
+var (
+	SQLite   = Backend{Name: "sqlite", Open: OpenSQLite}
+	Postgres = Backend{Name: "postgres", Open: OpenPostgres}
+	Backends = []Backend{SQLite, Postgres}
+)
+
+// Each runs fn once per backend, as subtests named after it.
+func Each(t *testing.T, fn func(t *testing.T, b Backend)) {
+	t.Helper()
+	for _, b := range Backends {
+		t.Run(b.Name, func(t *testing.T) { fn(t, b) })
+	}
 }
 
 // Run runs fn once per backend, as subtests named after it, each with a
 // fresh migrated database.
 func Run(t *testing.T, migrations fs.FS, fn func(t *testing.T, db *sqldb.DB)) {
 	t.Helper()
-	for _, b := range Backends {
-		t.Run(b.Name, func(t *testing.T) {
-			fn(t, b.Open(t, migrations))
-		})
-	}
+	Each(t, func(t *testing.T, b Backend) { fn(t, b.Open(t, migrations)) })
 }

@@ -1,0 +1,201 @@
+//go:build fault
+
+// Package fault is the reliability suite: the whole event path (outbox →
+// JetStream → worker → delivery) under crashes, pauses, partitions, poison
+// messages and failing deliveries, each fault made to happen to real OS
+// processes of the blueprint binary. After each scenario the run is drained
+// and checked against the invariants of docs/reliability.md. Run it with
+//
+//	go test -tags=fault -v ./test/fault/
+//
+// and set FAULT_REPORT=path to write the table of figures as Markdown.
+package fault
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ds-blueprint/blueprint/internal/localcluster"
+	"github.com/ds-blueprint/blueprint/test/harness"
+)
+
+// bin is the blueprint binary every scenario runs, built once.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "blueprint-fault-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = harness.Build(&buildTB{}, dir)
+	code := m.Run()
+	writeReport()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildTB lets TestMain use harness.Build, which reports through testing.TB.
+type buildTB struct{ testing.TB }
+
+func (buildTB) Helper() {}
+func (buildTB) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+// system is one scenario's running Blueprint and what reads its outcome.
+type system struct {
+	*localcluster.Cluster
+	client *harness.Client
+	src    harness.Sources
+}
+
+// suiteEnv is every process's environment in the suite: no rate limits
+// (the load is one client), fault switches on, and a short AckWait so a
+// worker killed mid-event has it redelivered within seconds.
+var suiteEnv = []string{"RATE_LIMITS_ENABLED=false", "LOG_LEVEL=info"}
+
+// start runs a system for the test: by default one NATS process and one
+// process per service, on SQLite. It is stopped when the test ends.
+func start(t *testing.T, cfg localcluster.Config) *system {
+	t.Helper()
+	dir := t.TempDir()
+	cfg.Binary, cfg.Dir = bin, filepath.Join(dir, "cluster")
+	cfg.NATSNodes = max(1, cfg.NATSNodes)
+	cfg.Gateways, cfg.Users, cfg.Orders = max(1, cfg.Gateways), max(1, cfg.Users), max(1, cfg.Orders)
+	cfg.Notifications = max(1, cfg.Notifications)
+	cfg.Env = append(append([]string{}, suiteEnv...), cfg.Env...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := localcluster.Start(ctx, cfg)
+	if c != nil {
+		t.Cleanup(func() {
+			for _, p := range c.Processes {
+				if p.Running() {
+					_ = p.Signal(syscall.SIGCONT) // a paused process cannot stop
+				}
+			}
+			if t.Failed() {
+				logTails(t, cfg.Dir)
+			}
+			if err := c.Stop(); err != nil {
+				t.Logf("stop: %v", err)
+			}
+			if cfg.PostgresURL != "" {
+				_ = c.DropDatabases(context.Background())
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var gateways []string
+	for _, p := range c.Processes {
+		if strings.HasPrefix(p.Name, "gateway-") || p.Name == "blueprint" {
+			gateways = append(gateways, p.URL)
+		}
+	}
+	s := &system{Cluster: c, client: harness.NewClient(32, gateways...)}
+	s.src = harness.Sources{
+		Orders:        harness.OpenDB(t, c.Databases["orders"]),
+		Notifications: harness.OpenDB(t, c.Databases["notifications"]),
+		NATSURL:       c.NATSURL,
+	}
+	return s
+}
+
+// logTails shows the end of every process's log, to see why a run failed.
+func logTails(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		t.Logf("--- %s (last lines)\n%s", filepath.Base(f), strings.Join(lines[max(0, len(lines)-25):], "\n"))
+	}
+}
+
+// afterAccepted runs fault in the background once n orders were accepted,
+// and returns a channel closed when it is done.
+func afterAccepted(accepted interface{ Load() int64 }, n int64, fault func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { // ends when fault returns
+		defer close(done)
+		for accepted.Load() < n {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fault()
+	}()
+	return done
+}
+
+// row is one scenario's line in the report.
+type row struct {
+	Scenario string
+	Requests int // order POSTs wanted
+	Accepted int
+	// FirstTry is the share of orders accepted by their first request.
+	FirstTry float64
+	Report   harness.Report
+	// Recovery is the time from healing the fault to the outbox empty and
+	// every order settled.
+	Recovery time.Duration
+	Note     string
+}
+
+var (
+	reportMu sync.Mutex
+	rows     []row
+)
+
+// record checks the invariants, logs the figures and keeps them for the report.
+func record(t *testing.T, r row) {
+	t.Helper()
+	if !r.Report.Holds() {
+		t.Errorf("invariants broken: %s", r.Report)
+	}
+	t.Logf("%s: %d requests, %d accepted (%.2f%% on the first try); %s; recovered in %s. %s",
+		r.Scenario, r.Requests, r.Accepted, 100*r.FirstTry, r.Report, r.Recovery.Round(10*time.Millisecond), r.Note)
+	reportMu.Lock()
+	defer reportMu.Unlock()
+	rows = append(rows, r)
+}
+
+// writeReport writes the table of docs/reliability.md to FAULT_REPORT.
+func writeReport() {
+	path := os.Getenv("FAULT_REPORT")
+	if path == "" || len(rows) == 0 {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("| Scenario | Orders | Accepted | First try | Lost | Without event | Unsettled | Notified | Dead-lettered | Duplicated | Recovery | Notes |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %d | %d | %.2f %% | %d | %d | %d | %d | %d | %d | %s | %s |\n",
+			r.Scenario, r.Requests, r.Accepted, 100*r.FirstTry, r.Report.Missing, r.Report.NoEvent, r.Report.Unsettled,
+			r.Report.Notified, r.Report.DeadLettered, r.Report.DuplicateNotifications+r.Report.DuplicateEvents,
+			r.Recovery.Round(100*time.Millisecond), r.Note)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "FAULT_REPORT:", err)
+	}
+}
+
+func itoa[T ~int | ~int64 | ~uint64](n T) string { return fmt.Sprint(n) }
+
+// keys returns a map's keys, sorted.
+func keys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,203 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Client talks to one or more gateways, turn by turn.
+type Client struct {
+	Gateways []string
+	HTTP     *http.Client
+}
+
+// NewClient returns a client with room for concurrency connections per gateway.
+func NewClient(concurrency int, gateways ...string) *Client {
+	return &Client{Gateways: gateways, HTTP: &http.Client{
+		Timeout:   15 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: concurrency},
+	}}
+}
+
+// Post sends a JSON body; status 0 means the request got no answer.
+func (c *Client) Post(url, token, key, body string) (int, []byte) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.Bytes()
+}
+
+// SignUp registers a fresh user through gateway i and returns its access token.
+func (c *Client) SignUp(t testing.TB, i int) string {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	email := fmt.Sprintf("load-%d-%s@example.com", i, hex.EncodeToString(b))
+	gw := c.Gateways[i%len(c.Gateways)]
+	reg := fmt.Sprintf(`{"email":%q,"password":"load-password","name":"Load %d"}`, email, i)
+	if status, body := c.Post(gw+"/auth/register", "", "", reg); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	status, body := c.Post(gw+"/auth/login", "", "", fmt.Sprintf(`{"email":%q,"password":"load-password"}`, email))
+	if status != http.StatusOK {
+		t.Fatalf("login: %d %s", status, body)
+	}
+	var tok struct {
+		AccessToken string `json:"accessToken"`
+	}
+	if err := json.Unmarshal(body, &tok); err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}
+
+// Load describes a run of order POSTs.
+type Load struct {
+	// Orders in all, placed by Clients users at once.
+	Orders, Clients int
+	// Rate caps the POSTs started per second over all clients; 0 means as
+	// fast as the clients go.
+	Rate float64
+	// Patience is how long a client keeps retrying one order.
+	Patience time.Duration
+}
+
+// Result is what the clients saw.
+type Result struct {
+	// Accepted maps every order answered 201 to its Idempotency-Key.
+	Accepted map[string]string
+	// FirstTry counts orders accepted by their first request.
+	FirstTry int
+	// Requests counts every POST sent, retries included.
+	Requests int
+	// GaveUp lists the keys of orders never accepted.
+	GaveUp []string
+	// LastAccepted is when the last 201 arrived.
+	Started, LastAccepted time.Time
+	Duration              time.Duration
+	// Slowest is the longest any one request took to be answered.
+	Slowest time.Duration
+}
+
+// Run places the load and returns when every order is accepted or given up.
+// Accepted counts 201s as they come (progress for a test that waits to
+// inject a fault at a point of the run).
+func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic.Int64) Result {
+	t.Helper()
+	l.Clients = max(1, l.Clients)
+	if l.Patience == 0 {
+		l.Patience = time.Minute
+	}
+	tokens := make([]string, l.Clients)
+	for i := range tokens {
+		tokens[i] = c.SignUp(t, i)
+	}
+	var tick <-chan time.Time
+	if l.Rate > 0 {
+		tk := time.NewTicker(time.Duration(float64(time.Second) / l.Rate))
+		defer tk.Stop()
+		tick = tk.C
+	}
+	jobs := make(chan int)
+	go func() { // ends when every order has been handed out
+		defer close(jobs)
+		for n := range l.Orders {
+			if tick != nil {
+				select {
+				case <-tick:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case jobs <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	res := Result{Accepted: map[string]string{}, Started: time.Now()}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	runID := make([]byte, 4)
+	_, _ = rand.Read(runID)
+	for i := range l.Clients {
+		wg.Go(func() {
+			for n := range jobs {
+				key := fmt.Sprintf("load-%s-%d", hex.EncodeToString(runID), n)
+				body := fmt.Sprintf(`{"sku":"LOAD-%d","qty":%d}`, i, n%10+1)
+				id, tries, slowest := c.place(ctx, n, tokens[i], key, body, l.Patience)
+				mu.Lock()
+				res.Requests += tries
+				res.Slowest = max(res.Slowest, slowest)
+				if id == "" {
+					res.GaveUp = append(res.GaveUp, key)
+				} else {
+					res.Accepted[id] = key
+					res.LastAccepted = time.Now()
+					if tries == 1 {
+						res.FirstTry++
+					}
+				}
+				mu.Unlock()
+				if id != "" && accepted != nil {
+					accepted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.Duration = time.Since(res.Started)
+	return res
+}
+
+// place posts one order until it is accepted, with the same key each time
+// and a growing pause; it returns the order id ("" after giving up), the
+// number of requests sent and the longest one.
+func (c *Client) place(ctx context.Context, turn int, token, key, body string, patience time.Duration) (string, int, time.Duration) {
+	deadline := time.Now().Add(patience)
+	var slowest time.Duration
+	for tries := 1; ; tries++ {
+		sent := time.Now()
+		status, resp := c.Post(c.Gateways[(turn+tries)%len(c.Gateways)]+"/orders", token, key, body)
+		slowest = max(slowest, time.Since(sent))
+		if status == http.StatusCreated {
+			var o struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(resp, &o) == nil && o.ID != "" {
+				return o.ID, tries, slowest
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", tries, slowest
+		}
+		time.Sleep(min(time.Duration(tries)*50*time.Millisecond, time.Second))
+	}
+}
