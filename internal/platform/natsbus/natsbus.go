@@ -192,7 +192,7 @@ func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectBufSize(-1), // a publish during an outage fails at once instead of being buffered blind
 		// A link that went silent (a partition, a frozen server) is noticed
 		// after three unanswered pings, ~15 s, instead of the default ~4 min.
-		nats.PingInterval(5*time.Second),
+		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil when the connection is closed on purpose
