@@ -41,6 +41,8 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"bad database URL", map[string]string{"USERS_DATABASE_URL": "mysql://db/users"}, nil, "USERS_DATABASE_URL"},
 		{"bad number", map[string]string{"NOTIFICATIONS_CONCURRENCY": "many"}, nil, "NOTIFICATIONS_CONCURRENCY"},
 		{"zero concurrency", map[string]string{"NOTIFICATIONS_CONCURRENCY": "0"}, nil, "NOTIFICATIONS_CONCURRENCY"},
+		{"short ack wait", map[string]string{"NOTIFICATIONS_ACK_WAIT": "500ms"}, nil, "NOTIFICATIONS_ACK_WAIT"},
+		{"zero max deliver", map[string]string{"NOTIFICATIONS_MAX_DELIVER": "0"}, nil, "NOTIFICATIONS_MAX_DELIVER"},
 		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
 		{"bad chaos switch", map[string]string{"BLUEPRINT_CHAOS": "please"}, nil, "BLUEPRINT_CHAOS"},
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
@@ -64,6 +66,13 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"unknown flag", nil, []string{"run", "--colour"}, "colour"},
 		{"stray argument", nil, []string{"run", "now"}, "now"},
 		{"unknown command", nil, []string{"launch"}, "launch"},
+		{"dlq without NATS_URL", nil, []string{"dlq", "list"}, "NATS_EMBEDDED_ADDR=127.0.0.1:4222 and pass --nats-url"},
+		{"dlq replay of nothing", nil, []string{"dlq", "replay", "--nats-url", "nats://127.0.0.1:4222"}, "--seq or --all"},
+		{"dlq replay of seq and all", nil, []string{"dlq", "replay", "--seq", "1", "--all", "--nats-url", "nats://127.0.0.1:4222"}, "--seq or --all"},
+		{"dlq bad seq", nil, []string{"dlq", "replay", "--seq", "1,two"}, "two"},
+		{"dlq bad NATS URL", map[string]string{"NATS_URL": "http://nats:4222"}, []string{"dlq", "list"}, "NATS_URL"},
+		{"dlq unknown command", nil, []string{"dlq", "drain"}, "drain"},
+		{"dlq alone", nil, []string{"dlq"}, "blueprint help dlq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -154,10 +163,14 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run(--help) = %v", err)
 	}
-	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint chaos", "Usage:"} {
+	for _, want := range []string{"blueprint demo", "blueprint keys generate", "blueprint chaos", "blueprint dlq", "Usage:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help does not mention %q:\n%s", want, out)
 		}
+	}
+	out, err = run(t, nil, "help", "dlq")
+	if err != nil || !strings.Contains(out, "blueprint dlq replay") || !strings.Contains(out, "NATS_EMBEDDED_ADDR") {
+		t.Errorf("Run(help dlq) = %v, printed:\n%s\nwant the dlq commands and how to reach an all-in-one NATS", err, out)
 	}
 	out, err = run(t, nil, "help", "run")
 	if err != nil {

@@ -57,6 +57,8 @@ type Config struct {
 	ShutdownTimeout        time.Duration
 	OutboxPollInterval     time.Duration
 	WorkerConcurrency      int
+	WorkerAckWait          time.Duration
+	WorkerMaxDeliver       int
 
 	NotifyWebhookURL            string
 	NotifyWebhookSecret         string
@@ -121,12 +123,7 @@ func (c *Config) registerFlags(f *flags) {
 			fmt.Sprintf("%s base URLs, comma-separated; empty: this process's %s, else http://127.0.0.1:%d", s, s, ports[0]))
 	}
 
-	f.String(&c.NATSURL, "nats-url", "NATS_URL", "",
-		"NATS server URLs, comma-separated; empty runs an embedded server")
-	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
-	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
-	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
-	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
+	c.registerNATSClientFlags(f, "NATS server URLs, comma-separated; empty runs an embedded server")
 	f.String(&c.NATSEmbeddedAddr, "nats-embedded-addr", "NATS_EMBEDDED_ADDR", "",
 		"host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
 	f.Int(&c.NATSStreamReplicas, "nats-stream-replicas", "NATS_STREAM_REPLICAS", 1,
@@ -142,6 +139,10 @@ func (c *Config) registerFlags(f *flags) {
 		"how often the outbox relay looks for events when not woken by a commit")
 	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 16,
 		"events one notifications worker handles at once")
+	f.Duration(&c.WorkerAckWait, "notifications-ack-wait", "NOTIFICATIONS_ACK_WAIT", notifications.DefaultAckWait,
+		"how long NATS waits for a worker's ack or heartbeat before redelivering an event to another replica")
+	f.Int(&c.WorkerMaxDeliver, "notifications-max-deliver", "NOTIFICATIONS_MAX_DELIVER", notifications.DefaultMaxDeliver,
+		"attempts per event before it is dead-lettered")
 	f.String(&c.NotifyWebhookURL, "notify-webhook-url", "NOTIFY_WEBHOOK_URL", "",
 		"http(s) URL that receives each notification as a signed POST; empty: notifications go to the log")
 	f.Secret(&c.NotifyWebhookSecret, "notify-webhook-secret", "NOTIFY_WEBHOOK_SECRET",
@@ -164,6 +165,16 @@ func (c *Config) registerFlags(f *flags) {
 
 	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
 		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
+}
+
+// registerNATSClientFlags declares how to reach NATS: the settings `run`
+// and `dlq` share. urlUsage says what an empty NATS_URL means to the command.
+func (c *Config) registerNATSClientFlags(f *flags, urlUsage string) {
+	f.String(&c.NATSURL, "nats-url", "NATS_URL", "", urlUsage)
+	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
+	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
+	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
+	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
 }
 
 // Validate checks the configuration and derives the target list. Every
@@ -194,6 +205,44 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, c.validateNATSClient()...)
+	if c.NATSEmbeddedAddr != "" {
+		if _, _, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
+			errs = append(errs, fmt.Errorf("NATS_EMBEDDED_ADDR: %q is not host:port", c.NATSEmbeddedAddr))
+		}
+	}
+	for env, d := range map[string]time.Duration{
+		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout,
+		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be more than 0", env))
+		}
+	}
+	if c.WorkerConcurrency < 1 {
+		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))
+	}
+	// Shorter, and a heartbeat delayed by a network hiccup hands a live
+	// worker's event to another replica.
+	if c.WorkerAckWait < time.Second {
+		errs = append(errs, errors.New("NOTIFICATIONS_ACK_WAIT: must be at least 1s"))
+	}
+	if c.WorkerMaxDeliver < 1 {
+		errs = append(errs, errors.New("NOTIFICATIONS_MAX_DELIVER: must be at least 1"))
+	}
+	errs = append(errs, c.validateWebhook()...)
+	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
+		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))
+	}
+	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
+		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
+	}
+	return oneLine(errs)
+}
+
+// validateNATSClient checks the settings registerNATSClientFlags declares.
+func (c *Config) validateNATSClient() []error {
+	var errs []error
 	for _, u := range splitList(c.NATSURL) {
 		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
 			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
@@ -214,30 +263,7 @@ func (c *Config) Validate() error {
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))
 	}
-	if c.NATSEmbeddedAddr != "" {
-		if _, _, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
-			errs = append(errs, fmt.Errorf("NATS_EMBEDDED_ADDR: %q is not host:port", c.NATSEmbeddedAddr))
-		}
-	}
-	for env, d := range map[string]time.Duration{
-		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout,
-		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
-	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be more than 0", env))
-		}
-	}
-	if c.WorkerConcurrency < 1 {
-		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))
-	}
-	errs = append(errs, c.validateWebhook()...)
-	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
-		errs = append(errs, errors.New("NATS_STREAM_REPLICAS: must be 1 to 5"))
-	}
-	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
-		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
-	}
-	return oneLine(errs)
+	return errs
 }
 
 // validateWebhook checks the webhook channel's settings. Its messages

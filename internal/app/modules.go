@@ -273,6 +273,8 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 		Faults:         m.chaos,
 		StreamReplicas: s.cfg.NATSStreamReplicas,
 		Concurrency:    s.cfg.WorkerConcurrency,
+		AckWait:        s.cfg.WorkerAckWait,
+		MaxDeliver:     s.cfg.WorkerMaxDeliver,
 		Logger:         m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
 		Now: time.Now,
 	})

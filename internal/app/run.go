@@ -38,6 +38,7 @@ Usage:
   blueprint migrate [flags]         apply the services' database migrations and exit
   blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
   blueprint chaos set|list|clear    inject faults into a running service (BLUEPRINT_CHAOS=true)
+  blueprint dlq list|replay         list and replay the events notifications gave up on
   blueprint version                 print the version
   blueprint help [command]          show help
 
@@ -72,6 +73,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return natsCommand(ctx, rest, getenv, stdout)
 	case "chaos":
 		return chaosCommand(ctx, rest, getenv, stdout)
+	case "dlq":
+		return dlqCommand(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		_, err := fmt.Fprintln(stdout, "blueprint", version())
 		return err
@@ -100,7 +103,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys", "migrate", "nats", "chaos":
+	case "demo", "keys", "migrate", "nats", "chaos", "dlq":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ds-blueprint/blueprint/internal/events"
+	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
 )
 
 func validEvent() events.Envelope[events.OrderCreatedData] {
@@ -141,6 +144,47 @@ func TestStreamConfig(t *testing.T) {
 		prefix, ok := strings.CutSuffix(cfg.Subjects[0], ">")
 		if len(cfg.Subjects) != 1 || !ok || !strings.HasPrefix(events.OrderCreated, prefix) {
 			t.Errorf("StreamConfig(%d).Subjects = %v, want a wildcard covering %q", tt.replicas, cfg.Subjects, events.OrderCreated)
+		}
+	}
+}
+
+// TestStreamConfigOnTheServer declares the stream on a real server and reads
+// its configuration back: every setting is what the server keeps, not only
+// what was asked for.
+func TestStreamConfigOnTheServer(t *testing.T) {
+	t.Parallel()
+	_, js := natsbustest.Start(t)
+	if _, err := js.CreateOrUpdateStream(t.Context(), events.StreamConfig(1)); err != nil {
+		t.Fatalf("CreateOrUpdateStream: %v", err)
+	}
+	s, err := js.Stream(t.Context(), events.Stream)
+	if err != nil {
+		t.Fatalf("Stream(%s): %v", events.Stream, err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	got := info.Config
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"Name", got.Name, "ORDERS"},
+		{"Subjects", strings.Join(got.Subjects, ","), "orders.>"},
+		{"Storage", got.Storage, jetstream.FileStorage},
+		{"Retention", got.Retention, jetstream.LimitsPolicy},
+		{"MaxAge", got.MaxAge, 7 * 24 * time.Hour},
+		{"MaxMsgs", got.MaxMsgs, int64(-1)},
+		{"MaxBytes", got.MaxBytes, int64(-1)},
+		{"MaxMsgSize", got.MaxMsgSize, int32(-1)},
+		{"Discard", got.Discard, jetstream.DiscardOld},
+		{"Duplicates", got.Duplicates, 2 * time.Minute},
+		{"Replicas", got.Replicas, 1},
+		{"PersistMode", got.PersistMode, jetstream.DefaultPersistMode},
+	} {
+		if c.got != c.want {
+			t.Errorf("stream %s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package notifications
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -53,8 +54,8 @@ func TestHandleSettles(t *testing.T) {
 		{name: "second attempt fails", attempt: 2, channelDown: true, wantNak: 5 * time.Second},
 		{name: "third attempt fails", attempt: 3, channelDown: true, wantNak: 15 * time.Second},
 		{name: "fourth attempt fails", attempt: 4, channelDown: true, wantNak: 30 * time.Second},
-		{name: "last attempt fails", attempt: maxDeliver, channelDown: true, wantDeadLetter: true},
-		{name: "last attempt succeeds", attempt: maxDeliver, wantRow: true},
+		{name: "last attempt fails", attempt: DefaultMaxDeliver, channelDown: true, wantDeadLetter: true},
+		{name: "last attempt succeeds", attempt: DefaultMaxDeliver, wantRow: true},
 		{name: "first attempt succeeds", attempt: 1, wantRow: true},
 	}
 	for _, tt := range tests {
@@ -143,4 +144,47 @@ func TestHandleSettles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHandleDeadLettersAnAttemptThatRanOutOfTime: the last attempt ends
+// because its deadline passed, and the dead-letter copy is still made. (The
+// deadline here is the caller's, standing in for handleTimeout.)
+func TestHandleDeadLettersAnAttemptThatRanOutOfTime(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	ch := &fakeChannel{gate: make(chan struct{})} // never opens
+	w := newTestWorker(t, env.workerConfig(t, newFakeDirectory(map[string]string{"user-1": "ada@example.com"}), ch))
+	cons, err := w.setup(t.Context())
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	ev := newEvent("user-1")
+	publishEvent(t, env.js, ev)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	var real jetstream.Msg
+	for m := range batch.Messages() {
+		real = m
+	}
+	if real == nil {
+		t.Fatalf("fetch returned no message: %v", batch.Error())
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	w.handle(ctx, &attemptMsg{Msg: real, attempt: DefaultMaxDeliver})
+
+	dls := deadLetters(t, env.js)
+	if len(dls) != 1 {
+		t.Fatalf("dead letters = %d, want 1", len(dls))
+	}
+	if got := dls[0].Header.Get("Blueprint-Dead-Letter-Reason"); !strings.Contains(got, "deadline exceeded") {
+		t.Errorf("Blueprint-Dead-Letter-Reason = %q, want the deadline", got)
+	}
+	waitFor(t, 5*time.Second, "the event to be terminated", func() bool {
+		info := consumerInfo(t, env.js)
+		return info.NumAckPending == 0 && info.AckFloor.Stream == 1
+	})
 }

@@ -3,6 +3,8 @@ package notifications
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +114,57 @@ func TestWorkerContinuesTheEventsTrace(t *testing.T) {
 				t.Errorf("deliver status = %v, want %v", got, wantStatus)
 			}
 		})
+	}
+}
+
+// TestDeadLetterShowsInTheTrace: the process span of a dead-lettered event
+// fails and carries a dead-lettered event with the entry's DLQ sequence, the
+// number `blueprint dlq replay --seq` takes; the log line has it too.
+func TestDeadLetterShowsInTheTrace(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.WithoutCancel(t.Context())) })
+	logs := &syncBuffer{}
+	cfg := env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})
+	cfg.Tracer = tp
+	cfg.Propagator = propagation.TraceContext{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	runWorker(t, newTestWorker(t, cfg))
+
+	publish(t, env.js, []byte("not json"), "poison-1", nats.Header{"traceparent": {testTraceparent}})
+	var process sdktrace.ReadOnlySpan
+	waitFor(t, 10*time.Second, "the process span", func() bool {
+		for _, s := range rec.Ended() {
+			if s.Name() == "process orders.created" {
+				process = s
+			}
+		}
+		return process != nil
+	})
+
+	if got, want := process.SpanContext().TraceID().String(), "0af7651916cd43dd8448eb211c80319c"; got != want {
+		t.Errorf("trace id = %s, want the message's %s", got, want)
+	}
+	if got := process.Status().Code; got != codes.Error {
+		t.Errorf("status = %v, want %v", got, codes.Error)
+	}
+	var found bool
+	for _, e := range process.Events() {
+		if e.Name != "dead-lettered" {
+			continue
+		}
+		found = true
+		attrs := attribute.NewSet(e.Attributes...)
+		if got, _ := attrs.Value("blueprint.dlq.sequence"); got.AsInt64() != 1 {
+			t.Errorf("dead-lettered blueprint.dlq.sequence = %v, want 1", got.Emit())
+		}
+	}
+	if !found {
+		t.Errorf("process span events = %v, want a dead-lettered event", process.Events())
+	}
+	if want := "dlq_seq=1"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log does not have %q:\n%s", want, logs.String())
 	}
 }

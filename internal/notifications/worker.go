@@ -25,29 +25,29 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
 
-// Consumer settings. AckWait is far longer than the work (a users lookup
-// and a delivery, each with its own timeout), so an event is redelivered
-// only when a worker died or hung; failures are retried sooner, on the
-// back-off schedule, by negative acks.
+// Consumer settings. The server redelivers an event by itself only when
+// AckWait passes with neither a settlement nor a heartbeat from the worker
+// holding it: that worker died or lost NATS. Failures the worker sees are
+// retried sooner, on the back-off schedule, by negative acks.
 const (
-	ConsumerName  = "notifications"
-	ackWait       = 30 * time.Second
-	maxDeliver    = 5
-	maxAckPending = 1000
-	// handleTimeout bounds one attempt, well inside ackWait.
+	ConsumerName      = "notifications"
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 5
+	maxAckPending     = 1000
+	// handleTimeout bounds one attempt. Heartbeats keep the event while it
+	// runs, so it may be longer than a short AckWait.
 	handleTimeout = 20 * time.Second
+	// settleTimeout bounds the ack, nak or dead-letter copy after it.
+	settleTimeout = 5 * time.Second
+	// minAckWait: heartbeats go every third of AckWait; below this they
+	// would flood the server and leave a late one no slack.
+	minAckWait = 100 * time.Millisecond
 	// maxEventBytes: a larger event is not one the orders service wrote.
 	maxEventBytes = 64 << 10
 )
 
 // backoff is the wait before attempt n+1 after attempt n failed.
 var backoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
-
-// Dead letters go to their own stream so they can be inspected and replayed.
-const (
-	DeadLetterStream  = "DLQ"
-	DeadLetterSubject = "dlq.notifications"
-)
 
 // Fault points of the worker, for chaos rules.
 const (
@@ -72,6 +72,13 @@ type WorkerConfig struct {
 	StreamReplicas int
 	// Concurrency is how many events one worker handles at once.
 	Concurrency int
+	// AckWait is how long the server waits for a settlement or a heartbeat
+	// before it hands the event to another replica: how quickly the events
+	// of a dead worker move on. Zero means DefaultAckWait.
+	AckWait time.Duration
+	// MaxDeliver is how many attempts an event gets before it is
+	// dead-lettered. Zero means DefaultMaxDeliver.
+	MaxDeliver int
 
 	Logger     *slog.Logger
 	Tracer     trace.TracerProvider
@@ -102,6 +109,18 @@ func (w *Worker) Ready() error {
 // NewWorker returns a worker; Run starts it.
 func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	cfg.Concurrency = max(1, cfg.Concurrency)
+	if cfg.AckWait == 0 {
+		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.AckWait < minAckWait {
+		return nil, fmt.Errorf("ack wait %v: must be at least %v", cfg.AckWait, minAckWait)
+	}
+	if cfg.MaxDeliver < 1 {
+		return nil, fmt.Errorf("max deliver %d: must be at least 1", cfg.MaxDeliver)
+	}
 	w := &Worker{cfg: cfg, tracer: cfg.Tracer.Tracer("github.com/ds-blueprint/blueprint/internal/notifications")}
 	m := cfg.Meter.Meter("github.com/ds-blueprint/blueprint/internal/notifications")
 	var err error
@@ -117,16 +136,25 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	return w, nil
 }
 
-// ConsumerConfig is the durable consumer every replica shares.
-func ConsumerConfig() jetstream.ConsumerConfig {
+// consumerConfig is the durable consumer every replica shares.
+//
+// It sets no BackOff, on purpose. A consumer's BackOff times only the
+// redeliveries the server makes on its own when an ack is late, not those
+// after a nak; it replaces AckWait, so the first ack timeout would be
+// BackOff[0] (1 s), shorter than an attempt may take; and the server
+// refuses a BackOff with more steps than MaxDeliver. The worker naks the
+// failures it sees on the back-off table instead, and AckWait stays one
+// fixed time for the failure it cannot see: a worker that died.
+func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		FilterSubject: events.OrderCreated,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxDeliver:    maxDeliver,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: maxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
 }
 
@@ -136,13 +164,10 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, events.StreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", events.Stream, err)
 	}
-	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: DeadLetterStream, Subjects: []string{"dlq.>"}, Storage: jetstream.FileStorage,
-		MaxAge: 30 * 24 * time.Hour, Replicas: max(1, w.cfg.StreamReplicas),
-	}); err != nil {
+	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, DeadLetterStreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", DeadLetterStream, err)
 	}
-	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig())
+	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, w.consumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", ConsumerName, err)
 	}
@@ -223,10 +248,14 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 			attribute.Int64("messaging.nats.delivery.attempt", int64(attempt)),
 		))
 	defer span.End()
-	ctx, cancel := context.WithTimeout(ctx, handleTimeout)
-	defer cancel()
 
-	err := w.process(ctx, m.Data())
+	err := w.work(ctx, m)
+	// Settle on a deadline of its own: after an attempt that ran out of
+	// time, an ack or a dead-letter copy sent under the attempt's deadline
+	// would fail at once, and after the last attempt the server would then
+	// drop the event with no dead letter.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
 	if err == nil {
 		if err := m.DoubleAck(ctx); err != nil {
 			// The notification is recorded; a redelivery will find it and
@@ -238,7 +267,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	permanent := errors.Is(err, events.ErrMalformed) || errors.Is(err, ErrUndeliverable) || apperr.Is(err, apperr.NotFound)
-	if permanent || attempt >= maxDeliver {
+	if permanent || attempt >= uint64(w.cfg.MaxDeliver) {
 		w.deadLetter(ctx, m, attempt, err)
 		return
 	}
@@ -248,6 +277,45 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		"attempt", attempt, "retry_in", delay.String(), "error", err.Error())
 	if err := m.NakWithDelay(delay); err != nil {
 		w.cfg.Logger.WarnContext(ctx, "nak failed; redelivery after ack wait", "error", err.Error())
+	}
+}
+
+// work runs one attempt within handleTimeout, heartbeating meanwhile.
+func (w *Worker) work(ctx context.Context, m jetstream.Msg) error {
+	ctx, cancel := context.WithTimeout(ctx, handleTimeout)
+	defer cancel()
+	stop := w.heartbeat(ctx, m)
+	// Stopped before handle settles: a heartbeat that reached the server
+	// after a delayed nak would restart the full AckWait in place of the
+	// back-off.
+	defer stop()
+	return w.process(ctx, m.Data())
+}
+
+// heartbeat tells the server every third of AckWait that m is still being
+// worked on (+WPI), so a slow but alive attempt keeps its event instead of
+// the server handing it to another replica. stop ends the heartbeats and
+// returns once none can be sent any more.
+func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // ends when stop closes done
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := m.InProgress(); err != nil {
+					w.cfg.Logger.WarnContext(ctx, "heartbeat failed", "error", err.Error())
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 
@@ -323,29 +391,50 @@ func (w *Worker) deliver(ctx context.Context, m Message) error {
 
 // deadLetter copies the event to the dead-letter stream with the reason and
 // terminates it, so it is neither retried forever nor lost. If the copy
-// fails the event is left for redelivery instead.
+// fails the event is not terminated: before the last attempt it comes back
+// after AckWait and is dead-lettered then; after the last one the server
+// will not deliver it again (it sends a MAX_DELIVERIES advisory) and the
+// event is left only in the ORDERS stream, which the error log says.
 func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64, reason error) {
+	id := eventID(m.Headers())
 	dl := nats.NewMsg(DeadLetterSubject)
 	dl.Data = m.Data()
-	for k, v := range m.Headers() {
-		if k != nats.MsgIdHdr {
-			dl.Header[k] = v
+	copyHeaders(dl.Header, m.Headers())
+	dl.Header.Set(hdrReason, reason.Error())
+	dl.Header.Set(hdrOriginalSubject, m.Subject())
+	dl.Header.Set(hdrAttempts, fmt.Sprint(attempt))
+	if id != "" {
+		dl.Header.Set(hdrEventID, id)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID := m.Headers().Get(nats.MsgIdHdr); msgID != "" {
+		// One dead letter per published copy, even when two replicas give
+		// up on it at once; a replay is a new copy (its own msg id), so
+		// giving up on it again makes a new dead letter.
+		opts = append(opts, jetstream.WithMsgID("dlq-"+msgID))
+	}
+	ack, err := w.cfg.JS.PublishMsg(ctx, dl, opts...)
+	if err != nil {
+		attrs := []any{"event_id", id, "attempts", attempt, "error", err.Error()}
+		if attempt >= uint64(w.cfg.MaxDeliver) {
+			if md, mdErr := m.Metadata(); mdErr == nil {
+				attrs = append(attrs, "stream_seq", md.Sequence.Stream)
+			}
+			w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; event left in stream "+events.Stream, attrs...)
+			return
 		}
-	}
-	dl.Header.Set("Blueprint-Dead-Letter-Reason", reason.Error())
-	dl.Header.Set("Blueprint-Original-Subject", m.Subject())
-	dl.Header.Set("Blueprint-Attempts", fmt.Sprint(attempt))
-	if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
-		dl.Header.Set("Blueprint-Event-Id", id)
-		dl.Header.Set(nats.MsgIdHdr, "dlq-"+id)
-	}
-	if _, err := w.cfg.JS.PublishMsg(ctx, dl); err != nil {
-		w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; leaving event for redelivery", "error", err.Error())
+		w.cfg.Logger.ErrorContext(ctx, "dead-letter publish failed; leaving event for redelivery", attrs...)
 		return
 	}
 	if err := m.Term(); err != nil {
 		w.cfg.Logger.WarnContext(ctx, "term failed", "error", err.Error())
 	}
 	w.deadLettered.Add(ctx, 1)
-	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered", "attempts", attempt, "reason", reason.Error())
+	// The DLQ sequence, on the span and in the log, is what
+	// `blueprint dlq replay --seq` takes.
+	trace.SpanFromContext(ctx).AddEvent("dead-lettered", trace.WithAttributes(
+		attribute.Int64("blueprint.dlq.sequence", int64(ack.Sequence)),
+		attribute.Int64("messaging.nats.delivery.attempt", int64(attempt))))
+	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered",
+		"event_id", id, "dlq_seq", ack.Sequence, "attempts", attempt, "reason", reason.Error())
 }

@@ -314,49 +314,93 @@ func TestWorkerDeadLettersPoisonEvents(t *testing.T) {
 	}
 }
 
+// TestWorkerDeclaresConsumerAndStreams starts the worker on an empty server
+// and reads back from the server every setting of the streams and the
+// consumer it declares.
 func TestWorkerDeclaresConsumerAndStreams(t *testing.T) {
 	t.Parallel()
-	env := newTestEnv(t)
-	// Nothing exists yet: the worker's setup declares the streams and the consumer.
-	if _, err := env.js.Stream(t.Context(), events.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("Stream(%s) before Run = %v, want ErrStreamNotFound", events.Stream, err)
-	}
-	runWorker(t, newTestWorker(t, env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})))
-
-	got := consumerInfo(t, env.js).Config
-	checks := []struct {
-		name      string
-		got, want any
+	tests := []struct {
+		name           string
+		ackWait        time.Duration
+		maxDeliver     int
+		wantAckWait    time.Duration
+		wantMaxDeliver int
 	}{
-		{"Durable", got.Durable, "notifications"},
-		{"FilterSubject", got.FilterSubject, "orders.created"},
-		{"AckPolicy", got.AckPolicy, jetstream.AckExplicitPolicy},
-		{"AckWait", got.AckWait, 30 * time.Second},
-		{"MaxDeliver", got.MaxDeliver, 5},
-		{"MaxAckPending", got.MaxAckPending, 1000},
-		{"DeliverPolicy", got.DeliverPolicy, jetstream.DeliverAllPolicy},
+		{name: "defaults", wantAckWait: 30 * time.Second, wantMaxDeliver: 5},
+		{name: "configured", ackWait: 2 * time.Second, maxDeliver: 3, wantAckWait: 2 * time.Second, wantMaxDeliver: 3},
 	}
-	for _, c := range checks {
-		if c.got != c.want {
-			t.Errorf("consumer %s = %v, want %v", c.name, c.got, c.want)
-		}
-	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			// Nothing exists yet: the worker's setup declares the streams and the consumer.
+			if _, err := env.js.Stream(t.Context(), events.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Fatalf("Stream(%s) before Run = %v, want ErrStreamNotFound", events.Stream, err)
+			}
+			cfg := env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})
+			cfg.AckWait, cfg.MaxDeliver = tt.ackWait, tt.maxDeliver
+			runWorker(t, newTestWorker(t, cfg))
 
-	for _, tt := range []struct {
-		stream  string
-		subject string
-	}{
-		{events.Stream, events.StreamSubject},
-		{DeadLetterStream, "dlq.>"},
-	} {
-		s, err := env.js.Stream(t.Context(), tt.stream)
-		if err != nil {
-			t.Errorf("Stream(%s) = %v, want it declared", tt.stream, err)
-			continue
-		}
-		cfg := s.CachedInfo().Config
-		if !slices.Contains(cfg.Subjects, tt.subject) || cfg.Storage != jetstream.FileStorage {
-			t.Errorf("stream %s subjects %v storage %v, want %s on file storage", tt.stream, cfg.Subjects, cfg.Storage, tt.subject)
+			cons := consumerInfo(t, env.js).Config
+			checkSettings(t, "consumer", []setting{
+				{"Durable", cons.Durable, "notifications"},
+				{"FilterSubject", cons.FilterSubject, "orders.created"},
+				{"DeliverPolicy", cons.DeliverPolicy, jetstream.DeliverAllPolicy},
+				{"AckPolicy", cons.AckPolicy, jetstream.AckExplicitPolicy},
+				{"AckWait", cons.AckWait, tt.wantAckWait},
+				{"MaxDeliver", cons.MaxDeliver, tt.wantMaxDeliver},
+				{"MaxAckPending", cons.MaxAckPending, 1000},
+				{"BackOff steps", len(cons.BackOff), 0},
+				{"ReplayPolicy", cons.ReplayPolicy, jetstream.ReplayInstantPolicy},
+				// A durable consumer is never removed for being idle.
+				{"InactiveThreshold", cons.InactiveThreshold, time.Duration(0)},
+			})
+
+			for _, want := range []struct {
+				name, subjects string
+				maxAge         time.Duration
+			}{
+				{events.Stream, events.StreamSubject, 7 * 24 * time.Hour},
+				{DeadLetterStream, "dlq.>", 30 * 24 * time.Hour},
+			} {
+				s, err := env.js.Stream(t.Context(), want.name)
+				if err != nil {
+					t.Fatalf("Stream(%s) = %v, want it declared", want.name, err)
+				}
+				info, err := s.Info(t.Context())
+				if err != nil {
+					t.Fatalf("stream %s info: %v", want.name, err)
+				}
+				got := info.Config
+				checkSettings(t, "stream "+want.name, []setting{
+					{"Subjects", strings.Join(got.Subjects, ","), want.subjects},
+					{"Storage", got.Storage, jetstream.FileStorage},
+					{"Retention", got.Retention, jetstream.LimitsPolicy},
+					{"MaxAge", got.MaxAge, want.maxAge},
+					{"MaxMsgs", got.MaxMsgs, int64(-1)},
+					{"MaxBytes", got.MaxBytes, int64(-1)},
+					{"MaxMsgSize", got.MaxMsgSize, int32(-1)},
+					{"Discard", got.Discard, jetstream.DiscardOld},
+					{"Duplicates", got.Duplicates, 2 * time.Minute},
+					{"Replicas", got.Replicas, 1},
+					{"PersistMode", got.PersistMode, jetstream.DefaultPersistMode},
+				})
+			}
+		})
+	}
+}
+
+// setting is one configuration value read back from the server.
+type setting struct {
+	name      string
+	got, want any
+}
+
+func checkSettings(t *testing.T, what string, settings []setting) {
+	t.Helper()
+	for _, s := range settings {
+		if s.got != s.want {
+			t.Errorf("%s %s = %v, want %v", what, s.name, s.got, s.want)
 		}
 	}
 }

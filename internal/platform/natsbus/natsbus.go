@@ -171,24 +171,28 @@ type ConnConfig struct {
 	CredsFile string
 	// TLS: a CA to trust, and a client certificate and key for mutual TLS.
 	TLSCA, TLSCert, TLSKey string
+	// FailFast makes Connect return the first connection error instead of
+	// retrying in the background: for a command that runs once, where
+	// "cannot reach NATS" is the answer the user needs.
+	FailFast bool
 }
 
-// Connect opens a connection that never gives up: it does not fail when the
-// server is down at start-up and it reconnects forever with back-off and
-// jitter. Until it is connected, publishes fail fast and the service's
-// readiness says so; nothing is lost, because events wait in the outbox and
-// JetStream keeps unacknowledged messages.
+// Connect opens a connection that never gives up: unless FailFast is set,
+// it does not fail when the server is down at start-up, and it reconnects
+// forever with back-off and jitter. Until it is connected, publishes fail
+// fast and the service's readiness says so; nothing is lost, because events
+// wait in the outbox and JetStream keeps unacknowledged messages.
 func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
-		nats.RetryOnFailedConnect(true),
+		nats.RetryOnFailedConnect(!cfg.FailFast),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(-1), // a publish during an outage fails at once instead of being buffered blind
 		// A link that went silent (a partition, a frozen server) is noticed
 		// after three unanswered pings, ~15 s, instead of the default ~4 min.
-		nats.PingInterval(5*time.Second),
+		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil when the connection is closed on purpose

@@ -267,6 +267,28 @@ func TestConnectWaitsForAServerThatIsNotUpYet(t *testing.T) {
 	waitFor(t, waitTimeout, "Ready() to be nil", func() bool { return ready(js) == nil })
 }
 
+func TestConnectFailFast(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	nc, err := natsbus.Connect(natsbus.ConnConfig{Name: t.Name(), URL: "nats://" + addr, FailFast: true}, discard)
+	if err == nil {
+		nc.Close()
+		t.Fatalf("Connect(FailFast) with no server = nil error, want the connection error")
+	}
+	if !errors.Is(err, nats.ErrNoServers) {
+		t.Errorf("Connect(FailFast) with no server = %v, want it to wrap nats.ErrNoServers", err)
+	}
+
+	startEmbedded(t, natsbus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: addr})
+	nc, js := connect(t, natsbus.ConnConfig{URL: "nats://" + addr, FailFast: true})
+	if st := nc.Status(); st != nats.CONNECTED {
+		t.Errorf("Status() after Connect(FailFast) = %v, want CONNECTED", st)
+	}
+	if err := ready(js); err != nil {
+		t.Errorf("Ready() = %v, want nil", err)
+	}
+}
+
 func TestConnectReconnectsAfterAnOutage(t *testing.T) {
 	t.Parallel()
 	addr, storeDir := freeAddr(t), t.TempDir()
