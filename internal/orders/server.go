@@ -71,18 +71,25 @@ func handleCreateOrder(svc *Service, logger *slog.Logger) http.Handler {
 	})
 }
 
-// idempotencyKey returns the request's key, "" when it has none.
+// idempotencyKey returns the request's key, "" when it has none. A bad
+// header is a malformed request (400), as Stripe answers it: the body was
+// never looked at.
 func idempotencyKey(r *http.Request) (string, error) {
 	values := r.Header.Values(HeaderIdempotencyKey)
 	switch {
 	case len(values) == 0:
 		return "", nil
 	case len(values) > 1:
-		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be sent once"})
+		return "", badKey("must be sent once")
 	case values[0] == "" || utf8.RuneCountInString(values[0]) > maxKeyLen:
-		return "", apperr.Validation(map[string]string{HeaderIdempotencyKey: "must be 1 to 255 characters"})
+		return "", badKey("must be 1 to 255 characters")
 	}
 	return values[0], nil
+}
+
+func badKey(msg string) error {
+	return &apperr.Error{Kind: apperr.BadRequest, Code: "invalid_idempotency_key",
+		Detail: "the Idempotency-Key header is invalid", Fields: []apperr.FieldError{{Field: HeaderIdempotencyKey, Message: msg}}}
 }
 
 func handleListOrders(svc *Service, logger *slog.Logger) http.Handler {

@@ -224,9 +224,9 @@ func TestServerIdempotencyKeyHeader(t *testing.T) {
 	}{
 		{"1 char", []string{"k"}, http.StatusCreated},
 		{"255 chars", []string{strings.Repeat("k", 255)}, http.StatusCreated},
-		{"256 chars", []string{strings.Repeat("k", 256)}, http.StatusUnprocessableEntity},
-		{"empty", []string{""}, http.StatusUnprocessableEntity},
-		{"sent twice", []string{"a", "b"}, http.StatusUnprocessableEntity},
+		{"256 chars", []string{strings.Repeat("k", 256)}, http.StatusBadRequest},
+		{"empty", []string{""}, http.StatusBadRequest},
+		{"sent twice", []string{"a", "b"}, http.StatusBadRequest},
 	}
 	s := newTestServer(t)
 	for _, tt := range tests {

@@ -335,7 +335,7 @@ func TestPublicAPIContract(t *testing.T) {
 		alice.do("POST", "/orders", map[string]any{"sku": "idem", "qty": 3}, "Idempotency-Key", k2).expect(t, http.StatusUnprocessableEntity)
 		alice.do("POST", "/orders", map[string]any{"sku": "IDEM", "qty": 9}, "Idempotency-Key", k2).expect(t, http.StatusCreated)
 		alice.do("POST", "/orders", map[string]any{"sku": "IDEM", "qty": 1}, "Idempotency-Key", strings.Repeat("k", 256)).
-			expect(t, http.StatusUnprocessableEntity).problem(t)
+			expect(t, http.StatusBadRequest).problem(t)
 	})
 
 	t.Run("unknown routes", func(t *testing.T) {

@@ -63,7 +63,7 @@ type system struct {
 // suiteEnv is every process's environment in the suite: no rate limits
 // (the load is one client), fault switches on, and a short AckWait so a
 // worker killed mid-event has it redelivered within seconds.
-var suiteEnv = []string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true", "LOG_LEVEL=info"}
+var suiteEnv = []string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true", "NOTIFICATIONS_ACK_WAIT=5s", "LOG_LEVEL=info"}
 
 // start runs a system for the test: by default one NATS process and one
 // process per service, on SQLite. It is stopped when the test ends.
@@ -86,7 +86,7 @@ func start(t *testing.T, cfg localcluster.Config) *system {
 				}
 			}
 			if t.Failed() {
-				logTails(t, cfg.Dir)
+				harness.LogTails(t, cfg.Dir)
 			}
 			if err := c.Stop(); err != nil {
 				t.Logf("stop: %v", err)
@@ -112,19 +112,6 @@ func start(t *testing.T, cfg localcluster.Config) *system {
 		NATSURL:       c.NATSURL,
 	}
 	return s
-}
-
-// logTails shows the end of every process's log, to see why a run failed.
-func logTails(t *testing.T, dir string) {
-	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-	for _, f := range logs {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		t.Logf("--- %s (last lines)\n%s", filepath.Base(f), strings.Join(lines[max(0, len(lines)-25):], "\n"))
-	}
 }
 
 // afterAccepted runs fault in the background once n orders were accepted,

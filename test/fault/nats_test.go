@@ -124,6 +124,7 @@ func TestNATSRestartedTwice(t *testing.T) {
 // holds stays bounded by the consumer's MaxAckPending, the rest waits in the
 // stream, and all of it drains once the worker runs again.
 func TestWorkerPaused(t *testing.T) {
+	t.Parallel()
 	s := start(t, localcluster.Config{})
 	ctx := t.Context()
 	var accepted atomic.Int64

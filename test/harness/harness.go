@@ -6,9 +6,14 @@
 package harness
 
 import (
+	"bufio"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -22,4 +27,47 @@ func Build(t testing.TB, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// LogTails shows the end of every process log in dir, access logs left
+// out, to see why a run failed.
+func LogTails(t testing.TB, dir string) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range logs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var keep []string
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if !strings.Contains(l, `"msg":"request"`) {
+				keep = append(keep, l)
+			}
+		}
+		t.Logf("--- %s (last lines other than access logs)\n%s", filepath.Base(f), strings.Join(keep[max(0, len(keep)-20):], "\n"))
+	}
+}
+
+// MetricSum adds up every series of a counter on a /metrics page.
+func MetricSum(t testing.TB, opsURL, name string) int {
+	t.Helper()
+	resp, err := http.Get(opsURL + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		fields := strings.Fields(line)
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return int(sum)
 }
