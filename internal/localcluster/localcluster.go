@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -126,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	urls := map[string][]string{}
 	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
 		for i := 1; i <= counts[s]; i++ {
-			addr, ops := freeAddr(), freeAddr()
+			addr, ops := FreeAddr(), FreeAddr()
 			if addr == "" || ops == "" {
 				return nil, errors.New("no free loopback port")
 			}
@@ -173,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 // startAllInOne runs every service in one process on fresh loopback ports.
 // The keys come from files, so tokens outlive a restart of the process.
 func (c *Cluster) startAllInOne(ctx context.Context, keys string) error {
-	natsAddr := freeAddr()
+	natsAddr := FreeAddr()
 	c.NATSURL = "nats://" + natsAddr
 	dataDir := filepath.Join(c.cfg.Dir, "blueprint")
 	env := append(os.Environ(), "BLUEPRINT_KEYS_DIR="+keys, "NATS_EMBEDDED_ADDR="+natsAddr, "LOG_FORMAT=json")
@@ -183,7 +184,7 @@ func (c *Cluster) startAllInOne(ctx context.Context, keys string) error {
 	addrs, ops := map[string]string{}, map[string]string{}
 	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
 		up := strings.ToUpper(s)
-		addrs[s], ops[s] = freeAddr(), freeAddr()
+		addrs[s], ops[s] = FreeAddr(), FreeAddr()
 		env = append(env, up+"_ADDR="+addrs[s], up+"_OPS_ADDR="+ops[s])
 	}
 	env = append(env, c.cfg.Env...)
@@ -244,7 +245,7 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 	n := max(1, c.cfg.NATSNodes)
 	clients, routes := make([]string, n), make([]string, n)
 	for i := range n {
-		clients[i], routes[i] = freeAddr(), freeAddr()
+		clients[i], routes[i] = FreeAddr(), FreeAddr()
 		if i < len(c.cfg.NATSListen) {
 			clients[i] = c.cfg.NATSListen[i]
 		}
@@ -452,12 +453,18 @@ func sep(u string) string {
 	return "?"
 }
 
-// freeAddr returns a loopback address nothing listens on right now.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return ""
+// FreeAddr returns a loopback address nothing listens on right now. The
+// port is drawn below the kernel's ephemeral range (32768 and up on Linux):
+// a process binds its port seconds after it was chosen, and in the meantime
+// any outgoing connection could be handed an ephemeral port.
+func FreeAddr() string {
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ""
 }

@@ -4,7 +4,6 @@ package fault
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -25,7 +24,7 @@ import (
 // client notices the silent link by its pings, reconnects soon after the
 // link heals, and the relay publishes the backlog.
 func TestPartitionOrdersFromNATS(t *testing.T) {
-	natsAddr := freeAddr(t)
+	natsAddr := localcluster.FreeAddr()
 	proxy := startProxy(t, natsAddr)
 	s := start(t, localcluster.Config{
 		NATSListen: []string{natsAddr},
@@ -85,15 +84,4 @@ func ready(opsURL string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
