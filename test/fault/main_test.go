@@ -12,12 +12,14 @@
 package fault
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,6 +168,8 @@ func writeReport() {
 	if path == "" || len(rows) == 0 {
 		return
 	}
+	// Scenarios finish in any order; the table follows their numbers.
+	slices.SortStableFunc(rows, func(a, b row) int { return cmp.Compare(number(a.Scenario), number(b.Scenario)) })
 	var b strings.Builder
 	b.WriteString("| Scenario | Orders | Accepted | First try | Lost | Without event | Unsettled | Notified | Dead-lettered | Duplicated | Recovery | Notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -181,6 +185,12 @@ func writeReport() {
 }
 
 func itoa[T ~int | ~int64 | ~uint64](n T) string { return fmt.Sprint(n) }
+
+// number is the scenario number a name starts with ("4. orders killed…").
+func number(scenario string) int {
+	n, _ := strconv.Atoi(strings.SplitN(scenario, ".", 2)[0])
+	return n
+}
 
 // keys returns a map's keys, sorted.
 func keys[V any](m map[string]V) []string {
