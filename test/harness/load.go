@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -31,11 +32,22 @@ func NewClient(concurrency int, gateways ...string) *Client {
 
 // Post sends a JSON body; status 0 means the request got no answer.
 func (c *Client) Post(url, token, key, body string) (int, []byte) {
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	return c.do(http.MethodPost, url, token, key, strings.NewReader(body))
+}
+
+// Get sends a GET; status 0 means the request got no answer.
+func (c *Client) Get(url, token string) (int, []byte) {
+	return c.do(http.MethodGet, url, token, "", nil)
+}
+
+func (c *Client) do(method, url, token, key string, body io.Reader) (int, []byte) {
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
