@@ -41,28 +41,12 @@ func runScenario(t *testing.T, kill bool) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	ctx := context.Background()
-	c, err := localcluster.Start(ctx, localcluster.Config{
+	c := harness.StartCluster(t, localcluster.Config{
 		Binary: bin, Dir: filepath.Join(dir, "cluster"), PostgresURL: pgURL,
 		DatabasePrefix: "bp_cluster_" + hex.EncodeToString(b),
 		NATSNodes:      3, Gateways: 2, Users: 2, Orders: 3, Notifications: 2,
 		Env: []string{"RATE_LIMITS_ENABLED=false"},
 	})
-	if c != nil {
-		t.Cleanup(func() {
-			if t.Failed() {
-				harness.LogTails(t, filepath.Join(dir, "cluster"))
-			}
-			if err := c.Stop(); err != nil {
-				t.Errorf("cluster stop: %v", err)
-			}
-			if err := c.DropDatabases(context.Background()); err != nil {
-				t.Errorf("drop databases: %v", err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
 	client := harness.NewClient(clients, c.Get("gateway-1").URL, c.Get("gateway-2").URL)
 
 	// Each client places its orders one after another, each with its own

@@ -13,7 +13,6 @@ package fault
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -22,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,37 +75,8 @@ func start(t *testing.T, cfg localcluster.Config) *system {
 	cfg.Gateways, cfg.Users, cfg.Orders = max(1, cfg.Gateways), max(1, cfg.Users), max(1, cfg.Orders)
 	cfg.Notifications = max(1, cfg.Notifications)
 	cfg.Env = append(append([]string{}, suiteEnv...), cfg.Env...)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := localcluster.Start(ctx, cfg)
-	if c != nil {
-		t.Cleanup(func() {
-			for _, p := range c.Processes {
-				if p.Running() {
-					_ = p.Signal(syscall.SIGCONT) // a paused process cannot stop
-				}
-			}
-			if t.Failed() {
-				harness.LogTails(t, cfg.Dir)
-			}
-			if err := c.Stop(); err != nil {
-				t.Logf("stop: %v", err)
-			}
-			if cfg.PostgresURL != "" {
-				_ = c.DropDatabases(context.Background())
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	var gateways []string
-	for _, p := range c.Processes {
-		if strings.HasPrefix(p.Name, "gateway-") || p.Name == "blueprint" {
-			gateways = append(gateways, p.URL)
-		}
-	}
-	s := &system{Cluster: c, client: harness.NewClient(32, gateways...)}
+	c := harness.StartCluster(t, cfg)
+	s := &system{Cluster: c, client: harness.NewClient(32, harness.Gateways(c)...)}
 	s.src = harness.Sources{
 		Orders:        harness.OpenDB(t, c.Databases["orders"]),
 		Notifications: harness.OpenDB(t, c.Databases["notifications"]),
