@@ -373,6 +373,10 @@ func waitReady(ctx context.Context, p *Process) error {
 	}
 }
 
+// Dir is where the cluster keeps its keys, stores and process logs
+// (<name>.log).
+func (c *Cluster) Dir() string { return c.cfg.Dir }
+
 // Get returns the process with the name, or nil.
 func (c *Cluster) Get(name string) *Process {
 	for _, p := range c.Processes {
@@ -409,6 +413,9 @@ func (p *Process) Kill() error {
 func (p *Process) Signal(sig syscall.Signal) error {
 	return p.cmd.Process.Signal(sig)
 }
+
+// Pid is the process's id, to read its /proc entries.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Running reports whether the process has not exited.
 func (p *Process) Running() bool {

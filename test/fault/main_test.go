@@ -37,20 +37,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = harness.Build(&buildTB{}, dir)
+	if bin, err = harness.BuildBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	writeReport()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// buildTB lets TestMain use harness.Build, which reports through testing.TB.
-type buildTB struct{ testing.TB }
-
-func (buildTB) Helper() {}
-func (buildTB) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
-	os.Exit(1)
 }
 
 // system is one scenario's running Blueprint and what reads its outcome.

@@ -7,6 +7,7 @@ package harness
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,13 +21,22 @@ import (
 // Build compiles cmd/blueprint into dir and returns its path.
 func Build(t testing.TB, dir string) string {
 	t.Helper()
+	bin, err := BuildBinary(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// BuildBinary is Build for a TestMain, which has no testing.TB.
+func BuildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "blueprint")
 	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin,
 		"github.com/ds-blueprint/blueprint/cmd/blueprint").CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // LogTails shows the end of every process log in dir, access logs left
