@@ -103,7 +103,7 @@ func (g *Gateway) handleLogin() http.Handler {
 }
 
 // failureKey is the bucket key of an email's login failures: the hash of
-// the lower-cased address, so that Redis holds no email addresses and a
+// the lower-cased address, so that Redis holds no addresses in clear and a
 // key's size does not depend on what a client sends; "" for no email.
 func failureKey(email string) string {
 	if email == "" {
