@@ -18,8 +18,10 @@ import (
 // at once, 503 with Retry-After, since the held ones are not let go until
 // it has; the upstream never sees more than the limit at once; and the
 // burst leaves nothing behind.
+//
+// Not parallel: it counts the process's goroutines, which other tests
+// running alongside would change.
 func TestShedLoad(t *testing.T) {
-	t.Parallel()
 	const limit, workers = 8, 16
 	// A clock that stands still: the log of an overload is one line per
 	// shedLogEvery, however long the test takes.
@@ -79,8 +81,10 @@ func TestShedLoad(t *testing.T) {
 	after := runtime.NumGoroutine()
 	// A request held in a queue would hold its goroutine (and memory) until
 	// a slot freed; the burst would then not have finished at all. What is
-	// measured here is that the ones shed leave nothing behind either.
-	if after > before+workers {
+	// measured here is that the ones shed leave nothing behind either: the
+	// count may move by the burst's connections (three goroutines each, if
+	// some were replaced), not by its requests.
+	if after > before+3*workers {
 		t.Errorf("goroutines = %d after a burst of %d shed requests, %d before; want no growth", after, workers*300, before)
 	}
 	if got := tg.gauge(t, "blueprint.gateway.in_flight"); got != limit {
