@@ -46,6 +46,10 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"bad bool", map[string]string{"RATE_LIMITS_ENABLED": "maybe"}, nil, "RATE_LIMITS_ENABLED"},
 		{"bad chaos switch", map[string]string{"BLUEPRINT_CHAOS": "please"}, nil, "BLUEPRINT_CHAOS"},
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
+		{"negative max in flight", map[string]string{"GATEWAY_MAX_IN_FLIGHT": "-1"}, nil, "GATEWAY_MAX_IN_FLIGHT"},
+		{"redis URL over http", map[string]string{"REDIS_URL": "http://cache:6379"}, nil, "REDIS_URL"},
+		{"redis URL with a bad port", map[string]string{"REDIS_URL": "redis://:" + testRedisPassword + "@cache:port/0"}, nil, "REDIS_URL"},
+		{"redis URL with a bad database", map[string]string{"REDIS_URL": "redis://:" + testRedisPassword + "@cache:6379/zero"}, nil, "REDIS_URL"},
 		{"too many replicas", map[string]string{"NATS_STREAM_REPLICAS": "7"}, nil, "NATS_STREAM_REPLICAS"},
 		{"one service without keys", nil, []string{"run", "--target=orders"}, "BLUEPRINT_KEYS_DIR"},
 		{"webhook to link-local", webhookEnv("http://169.254.10.1/hook"), nil, "NOTIFY_WEBHOOK_URL"},
@@ -89,9 +93,16 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 			if secret := tc.env["NOTIFY_WEBHOOK_SECRET"]; secret != "" && strings.Contains(err.Error(), secret) {
 				t.Errorf("error = %q, repeats the webhook secret", err)
 			}
+			if strings.Contains(err.Error(), testRedisPassword) {
+				t.Errorf("error = %q, repeats the Redis password", err)
+			}
 		})
 	}
 }
+
+// testRedisPassword is the password in the REDIS_URLs of the tests, which
+// no message may repeat.
+const testRedisPassword = "redis-password-42"
 
 // testWebhookSecret is a valid NOTIFY_WEBHOOK_SECRET.
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

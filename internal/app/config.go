@@ -65,11 +65,14 @@ type Config struct {
 	NotifyWebhookTimeout        time.Duration
 	NotifyWebhookAllowLinkLocal bool
 
-	RateLimitsEnabled bool
-	RateLimitRPS      float64
-	RateLimitBurst    int
-	LoginRateLimit    int
-	LoginFailureLimit int
+	GatewayMaxInFlight int
+	RateLimitsEnabled  bool
+	RateLimitRPS       float64
+	RateLimitBurst     int
+	LoginRateLimit     int
+	LoginFailureLimit  int
+	RedisURL           string
+	RedisKeyPrefix     string
 
 	// Chaos serves fault injection rules on every ops listener.
 	Chaos bool
@@ -152,6 +155,8 @@ func (c *Config) registerFlags(f *flags) {
 	f.Bool(&c.NotifyWebhookAllowLinkLocal, "notify-webhook-allow-link-local", "NOTIFY_WEBHOOK_ALLOW_LINK_LOCAL", false,
 		"let the webhook reach link-local addresses (169.254.0.0/16, fe80::/10); cloud metadata endpoints stay refused")
 
+	f.Int(&c.GatewayMaxInFlight, "gateway-max-in-flight", "GATEWAY_MAX_IN_FLIGHT", 512,
+		"requests the gateway serves at once; past it, it answers 503 with Retry-After at once (0 switches shedding off)")
 	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
 		"apply the gateway's rate limits; false switches every limit off (load tests)")
 	f.Float(&c.RateLimitRPS, "rate-limit-rps", "RATE_LIMIT_RPS", 100,
@@ -162,6 +167,10 @@ func (c *Config) registerFlags(f *flags) {
 		"login attempts per minute per client IP")
 	f.Int(&c.LoginFailureLimit, "login-failure-limit", "LOGIN_FAILURE_LIMIT", 5,
 		"failed logins per 15 minutes per email")
+	f.Secret(&c.RedisURL, "redis-url", "REDIS_URL",
+		"redis://[user:password@]host:6379/0, rediss://… or unix://…: keep the rate-limit buckets in Redis, shared by every gateway replica; empty keeps them in each gateway's memory")
+	f.String(&c.RedisKeyPrefix, "redis-key-prefix", "REDIS_KEY_PREFIX", "blueprint:",
+		"start of every key the gateway writes to Redis, so that deployments can share one Redis")
 
 	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
 		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
@@ -236,6 +245,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
 		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
+	}
+	if c.RedisURL != "" {
+		// The message never repeats the URL, which may hold a password.
+		if _, err := gateway.RedisOptions(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("REDIS_URL: %w", err))
+		}
 	}
 	return oneLine(errs)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/gateway"
@@ -317,7 +318,7 @@ func (s *system) notificationChannel(m *module) (notifications.Channel, error) {
 	return wh, nil
 }
 
-func buildGateway(_ context.Context, s *system, m *module) error {
+func buildGateway(ctx context.Context, s *system, m *module) error {
 	accessKeys, err := s.keys.Bundle.Access.PublicKeys()
 	if err != nil {
 		return fmt.Errorf("access keys: %w", err)
@@ -336,19 +337,49 @@ func buildGateway(_ context.Context, s *system, m *module) error {
 			return err
 		}
 	}
-	var limits gateway.RateLimits
+	limits := gateway.Limits{MaxInFlight: s.cfg.GatewayMaxInFlight}
 	if s.cfg.RateLimitsEnabled {
-		limits = gateway.RateLimits{
-			PerSecond: s.cfg.RateLimitRPS, Burst: s.cfg.RateLimitBurst,
-			LoginPerMinute: s.cfg.LoginRateLimit, LoginFailures: s.cfg.LoginFailureLimit,
+		limits.PerSecond, limits.Burst = s.cfg.RateLimitRPS, s.cfg.RateLimitBurst
+		limits.LoginPerMinute, limits.LoginFailures = s.cfg.LoginRateLimit, s.cfg.LoginFailureLimit
+		if s.cfg.RedisURL != "" {
+			if limits.Redis, err = s.redis(ctx, m); err != nil {
+				return err
+			}
+			limits.RedisPrefix = s.cfg.RedisKeyPrefix
 		}
 	}
 	tokens := auth.NewAccessTokens(s.keys.Access, accessKeys, time.Now)
-	g := gateway.New(tokens, up, limits, m.logger, time.Now)
+	g, err := gateway.New(tokens, up, limits, m.logger, m.tel.Meter, m.tel.Tracer, time.Now)
+	if err != nil {
+		return err
+	}
 	m.handler = g.Handler()
 	m.chaos.AddRoutes(g.Routes()...)
 	m.ready = func(context.Context) error { return nil } // no dependency of its own
 	return nil
+}
+
+// redis connects to the Redis of the shared rate limits and registers the
+// client to be closed. A Redis that does not answer at start is logged, not
+// fatal: the limits fall back to this replica's own buckets until it does,
+// and the gateway stays ready, since Redis trouble must not take the API
+// down. The URL may hold a password, so only the address is logged.
+func (s *system) redis(ctx context.Context, m *module) (*redis.Client, error) {
+	opts, err := gateway.RedisOptions(s.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	m.closers = append(m.closers, rdb.Close)
+	pingCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		m.logger.WarnContext(ctx, "rate limit store unreachable at start; limiting with this replica's own buckets until it answers",
+			"redis", opts.Addr, "error", err.Error())
+	} else {
+		m.logger.InfoContext(ctx, "rate limits shared through redis", "redis", opts.Addr, "key_prefix", s.cfg.RedisKeyPrefix)
+	}
+	return rdb, nil
 }
 
 // loadKeys returns the keys of this process: from --keys-dir when set, else

@@ -2,14 +2,16 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"math"
-	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
@@ -20,8 +22,12 @@ import (
 // Name is the service's name: its identity as a caller.
 const Name = "gateway"
 
-// RateLimits configures the gateway's limits. Zero values switch a limit off.
-type RateLimits struct {
+// Limits protect the gateway and the services behind it. Zero values switch
+// a limit off.
+type Limits struct {
+	// MaxInFlight is how many requests the gateway serves at once; past it,
+	// requests are shed with 503.
+	MaxInFlight int
 	// PerSecond and Burst limit every client IP and every user.
 	PerSecond float64
 	Burst     int
@@ -29,6 +35,11 @@ type RateLimits struct {
 	LoginPerMinute int
 	// LoginFailures limits failed logins per email per 15 minutes.
 	LoginFailures int
+	// Redis, when set, holds the rate-limit buckets, shared by every
+	// gateway replica using it with the same RedisPrefix; nil keeps them in
+	// this process's memory.
+	Redis       *redis.Client
+	RedisPrefix string
 }
 
 // Upstreams are the services behind the gateway.
@@ -41,36 +52,93 @@ type Gateway struct {
 	tokens    *auth.AccessTokens
 	upstreams Upstreams
 	logger    *slog.Logger
+	now       func() time.Time
 
-	perClient, perUser *keyedLimiter // nil when off
-	loginPerIP         *keyedLimiter
-	loginFailures      *keyedLimiter
+	maxInFlight int
+	inFlight    atomic.Int64
+	shedCount   metric.Int64Counter
+	lastShedLog atomic.Int64 // Unix nanoseconds
+
+	perClient, perUser *rateLimit // nil when off
+	loginPerIP         *rateLimit
+	loginFailures      *rateLimit
+	rateLimited        metric.Int64Counter
 }
 
 // loginFailureWindow is the period over which login failures are counted.
 const loginFailureWindow = 15 * time.Minute
 
-// New returns the gateway.
-func New(tokens *auth.AccessTokens, up Upstreams, limits RateLimits, logger *slog.Logger, now func() time.Time) *Gateway {
-	g := &Gateway{tokens: tokens, upstreams: up, logger: logger}
+// The policy names: keys of the buckets, names in the RateLimit headers,
+// scopes of the metrics.
+const (
+	scopeIP            = "ip"
+	scopeUser          = "user"
+	scopeLogin         = "login"
+	scopeLoginFailures = "login_failures"
+)
+
+// New returns the gateway. Its metrics: blueprint.gateway.in_flight,
+// blueprint.gateway.shed, blueprint.gateway.rate_limited by scope, and, with
+// Redis, blueprint.gateway.rate_limit_fallbacks by scope.
+func New(tokens *auth.AccessTokens, up Upstreams, limits Limits, logger *slog.Logger,
+	meters metric.MeterProvider, tracers trace.TracerProvider, now func() time.Time,
+) (*Gateway, error) {
+	const scope = "github.com/ds-blueprint/blueprint/internal/gateway"
+	m := meters.Meter(scope)
+	g := &Gateway{tokens: tokens, upstreams: up, logger: logger, now: now, maxInFlight: limits.MaxInFlight}
+	var err error
+	if g.shedCount, err = m.Int64Counter("blueprint.gateway.shed",
+		metric.WithDescription("Requests refused with 503 because the gateway was serving as many as it may at once.")); err != nil {
+		return nil, err
+	}
+	inFlight, err := m.Int64ObservableGauge("blueprint.gateway.in_flight",
+		metric.WithDescription("Requests the gateway is serving."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(inFlight, g.inFlight.Load())
+		return nil
+	}, inFlight); err != nil {
+		return nil, err
+	}
+	if g.rateLimited, err = m.Int64Counter("blueprint.gateway.rate_limited",
+		metric.WithDescription("Requests refused with 429, by the limit that refused them (scope: ip, user, login, login_failures).")); err != nil {
+		return nil, err
+	}
+
+	// newLimiter keeps a policy's buckets in Redis when there is one, else here.
+	newLimiter := func(p policy) limiter { return newKeyedLimiter(p, now) }
+	if limits.Redis != nil {
+		store, err := newRedisStore(limits.Redis, limits.RedisPrefix, logger, tracers.Tracer(scope), m, now)
+		if err != nil {
+			return nil, err
+		}
+		newLimiter = func(p policy) limiter { return newRedisLimiter(store, p) }
+	}
+	add := func(p policy) *rateLimit { return newRateLimit(p, newLimiter(p)) }
 	if limits.PerSecond > 0 {
-		g.perClient = newKeyedLimiter(rate.Limit(limits.PerSecond), limits.Burst, now)
-		g.perUser = newKeyedLimiter(rate.Limit(limits.PerSecond), limits.Burst, now)
+		if limits.Burst < 1 {
+			return nil, fmt.Errorf("rate limit burst %d: must be at least 1", limits.Burst)
+		}
+		g.perClient = add(perSecond(scopeIP, limits.PerSecond, limits.Burst))
+		g.perUser = add(perSecond(scopeUser, limits.PerSecond, limits.Burst))
 	}
 	if limits.LoginPerMinute > 0 {
-		g.loginPerIP = newKeyedLimiter(rate.Limit(float64(limits.LoginPerMinute)/60), limits.LoginPerMinute, now)
+		g.loginPerIP = add(policy{name: scopeLogin, quota: limits.LoginPerMinute, window: time.Minute})
 	}
 	if limits.LoginFailures > 0 {
-		g.loginFailures = newKeyedLimiter(rate.Limit(float64(limits.LoginFailures)/loginFailureWindow.Seconds()), limits.LoginFailures, now)
+		g.loginFailures = add(policy{name: scopeLoginFailures, quota: limits.LoginFailures, window: loginFailureWindow})
 	}
-	return g
+	return g, nil
 }
 
-// Handler returns the public API.
+// Handler returns the public API. Shedding comes first, so an overloaded
+// gateway refuses a request before spending anything on it, Redis included.
 func (g *Gateway) Handler() http.Handler {
 	rt := httpx.NewRouter()
 	g.addRoutes(rt)
-	return g.limitClients(rt)
+	return g.shedLoad(g.limitClients(rt))
 }
 
 // Routes returns the route patterns of the public API, for what acts per
@@ -81,35 +149,6 @@ func (g *Gateway) Routes() []string {
 	return rt.Routes()
 }
 
-func rateLimited(wait time.Duration, detail string) error {
-	return &apperr.Error{Kind: apperr.RateLimited, Code: "rate_limited", Detail: detail,
-		RetryAfter: max(1, int(math.Ceil(wait.Seconds())))}
-}
-
-// clientIP is the peer address. Behind a proxy, configure the proxy to
-// limit clients; the gateway does not trust X-Forwarded-For from anyone.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// limitClients applies the per-IP limit to every request.
-func (g *Gateway) limitClients(next http.Handler) http.Handler {
-	if g.perClient == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ok, wait := g.perClient.allow(clientIP(r)); !ok {
-			httpx.WriteError(w, r, g.logger, rateLimited(wait, "too many requests from this address"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 type userKey struct{}
 
 // requireUser lets a request through only with a valid access token and the
@@ -117,6 +156,9 @@ type userKey struct{}
 func (g *Gateway) requireUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, err := g.authenticate(r)
+		if err == nil && g.perUser != nil {
+			err = g.take(w, r, g.perUser, userID, "too many requests for this user")
+		}
 		if err != nil {
 			httpx.WriteError(w, r, g.logger, err)
 			return
@@ -130,16 +172,7 @@ func (g *Gateway) authenticate(r *http.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	userID, err := g.tokens.Verify(token)
-	if err != nil {
-		return "", err
-	}
-	if g.perUser != nil {
-		if ok, wait := g.perUser.allow(userID); !ok {
-			return "", rateLimited(wait, "too many requests for this user")
-		}
-	}
-	return userID, nil
+	return g.tokens.Verify(token)
 }
 
 func userFrom(ctx context.Context) string {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -48,8 +50,8 @@ var errInvalidCredentials = apperr.New(apperr.Unauthorized, "invalid_credentials
 func (g *Gateway) handleLogin() http.Handler {
 	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
 		if g.loginPerIP != nil {
-			if ok, wait := g.loginPerIP.allow(clientIP(r)); !ok {
-				return rateLimited(wait, "too many login attempts from this address")
+			if err := g.take(w, r, g.loginPerIP, clientKey(r), "too many login attempts from this address"); err != nil {
+				return err
 			}
 		}
 		body, err := httpx.ReadBody(w, r)
@@ -61,10 +63,12 @@ func (g *Gateway) handleLogin() http.Handler {
 			Email string `json:"email"`
 		}
 		_ = json.Unmarshal(body, &probe)
-		emailKey := strings.ToLower(probe.Email)
+		emailKey := failureKey(probe.Email)
 		if g.loginFailures != nil && emailKey != "" {
-			if blocked, wait := g.loginFailures.exhausted(emailKey); blocked {
-				return rateLimited(wait, "too many failed logins for this account; try again later")
+			// Peek, not take: only a failure draws from this bucket.
+			if d := g.loginFailures.peek(r.Context(), emailKey); !d.allowed {
+				g.rateLimited.Add(r.Context(), 1, g.loginFailures.scope)
+				return rateLimited(g.loginFailures.untilNext(d), "too many failed logins for this account; try again later")
 			}
 		}
 
@@ -76,7 +80,7 @@ func (g *Gateway) handleLogin() http.Handler {
 		}
 		if p, ok := resp.Problem(); ok && resp.Status == http.StatusUnauthorized && p.Code() == "invalid_credentials" {
 			if g.loginFailures != nil && emailKey != "" {
-				g.loginFailures.allow(emailKey)
+				g.loginFailures.allow(r.Context(), emailKey)
 			}
 			return errInvalidCredentials
 		}
@@ -96,6 +100,17 @@ func (g *Gateway) handleLogin() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		return httpx.Encode(w, http.StatusOK, loginResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: expiresIn})
 	})
+}
+
+// failureKey is the bucket key of an email's login failures: the hash of
+// the lower-cased address, so that Redis holds no addresses in clear and a
+// key's size does not depend on what a client sends; "" for no email.
+func failureKey(email string) string {
+	if email == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(strings.ToLower(email)))
+	return hex.EncodeToString(sum[:])
 }
 
 func (g *Gateway) handleJWKS() http.Handler {
