@@ -18,13 +18,17 @@ const HeaderRequestTimeout = "Request-Timeout"
 // WriteTimeout the answer could not be written anyway.
 const maxRequestTimeout = writeTimeout
 
-// withDeadline gives the request the deadline its caller sent in
+// WithCallerDeadline gives each request the deadline its caller sent in
 // Request-Timeout, capped at maxRequestTimeout, so database queries and
 // further upstream calls made for it stop when the caller stops waiting.
 // A missing or malformed header leaves the request as it came: the header
 // can only shorten a request's life. Work that runs out of time is answered
 // 504 by WriteError.
-func withDeadline(next http.Handler) http.Handler {
+//
+// Only services whose callers are other services mount it. The gateway
+// does not: a client's deadline would turn into the gateway's 504s, errors
+// on its dashboards that no server caused.
+func WithCallerDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, ok := ParseRequestTimeout(r.Header.Get(HeaderRequestTimeout))
 		if !ok {

@@ -12,10 +12,10 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 )
 
-// TestInstrumentHonoursRequestTimeout: a caller's Request-Timeout becomes
-// the request's deadline, so work done for it stops when the caller stops
-// waiting, and the answer is a 504 problem.
-func TestInstrumentHonoursRequestTimeout(t *testing.T) {
+// TestWithCallerDeadline: a caller's Request-Timeout becomes the request's
+// deadline, so work done for it stops when the caller stops waiting, and the
+// answer is a 504 problem.
+func TestWithCallerDeadline(t *testing.T) {
 	t.Parallel()
 	logger, logs := newTestLogger(t)
 	stopped := make(chan error, 1)
@@ -31,7 +31,7 @@ func TestInstrumentHonoursRequestTimeout(t *testing.T) {
 			return nil
 		}
 	}))
-	srv := httptest.NewServer(httpx.Instrument(rt, logger, newTestTelemetry(t)))
+	srv := httptest.NewServer(httpx.WithCallerDeadline(httpx.Instrument(rt, logger, newTestTelemetry(t))))
 	t.Cleanup(srv.Close)
 
 	req, err := http.NewRequest(http.MethodGet, srv.URL+"/slow", nil)
@@ -84,12 +84,11 @@ func TestRequestTimeoutSetsTheDeadline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			logger, _ := newTestLogger(t)
 			seen := make(chan time.Time, 1)
-			h := httpx.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := httpx.WithCallerDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				d, _ := r.Context().Deadline()
 				seen <- d
-			}), logger, newTestTelemetry(t))
+			}))
 			req := httptest.NewRequest(http.MethodGet, "/x", nil)
 			if tt.header != "" {
 				req.Header.Set(httpx.HeaderRequestTimeout, tt.header)

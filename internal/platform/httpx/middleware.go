@@ -33,11 +33,10 @@ func Handle(logger *slog.Logger, fn func(http.ResponseWriter, *http.Request) err
 }
 
 // Instrument wraps a service's router in the middleware every Blueprint
-// listener shares, outermost first: request id, the caller's deadline
-// (Request-Timeout), OpenTelemetry server span and RED metrics (which also
-// honour an incoming traceparent), then access log and panic recovery. The
-// router must come directly inside so that the route pattern it sets on the
-// request is seen by the span and the log.
+// listener shares, outermost first: request id, OpenTelemetry server span
+// and RED metrics (which also honour an incoming traceparent), then access
+// log and panic recovery. The router must come directly inside so that the
+// route pattern it sets on the request is seen by the span and the log.
 func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) http.Handler {
 	h = withAccessLog(h, logger)
 	h = otelhttp.NewHandler(h, "http.server",
@@ -46,7 +45,7 @@ func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) ht
 		otelhttp.WithPropagators(tel.Propagator),
 		otelhttp.WithSpanNameFormatter(spanName),
 	)
-	return withRequestID(withDeadline(h))
+	return withRequestID(h)
 }
 
 func spanName(_ string, r *http.Request) string {
