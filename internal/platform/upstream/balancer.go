@@ -85,6 +85,12 @@ func (c *Client) newReplica(tg target, addr string) *replica {
 // half-open and is a probe).
 func (r *replica) ready() bool { return r.breaker.RemainingDelay() == 0 }
 
+// anyReady reports whether some replica may take an attempt: if none may,
+// a retry would only be refused.
+func (c *Client) anyReady() bool {
+	return slices.ContainsFunc(*c.replicas.Load(), (*replica).ready)
+}
+
 // acquire takes a permit from the breaker: always granted when closed, one
 // of the few probes when half-open.
 func (r *replica) acquire(ctx context.Context) bool {

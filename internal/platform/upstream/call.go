@@ -81,7 +81,7 @@ func (cl *call) attempt(exec failsafe.Execution[*outcome]) (*outcome, error) {
 	o := cl.send(ctx, r, n, exec.LastResult())
 	r.record(ctx, o.verdict)
 
-	if o.retryable && cl.safe && n <= c.policy.MaxRetries && cl.room(ctx, n) {
+	if o.retryable && cl.safe && n <= c.policy.MaxRetries && cl.room(ctx, n) && c.anyReady() {
 		if c.budget.retry() {
 			o.retry = true
 		} else {
