@@ -21,6 +21,11 @@ import (
 // resolveTimeout bounds one lookup of a host name.
 const resolveTimeout = 5 * time.Second
 
+// resolveMissingEvery is how often Run looks again while a name has no
+// address (every instance stopped, or not started yet), so that the first
+// one to come back gets calls within a second, not a ResolveEvery later.
+const resolveMissingEvery = time.Second
+
 // replica is one address of an upstream: its own connections, its own
 // breaker, its own count of attempts in flight.
 type replica struct {
@@ -132,7 +137,7 @@ func (c *Client) pick(ctx context.Context, tried []*replica) (*replica, error) {
 		return nil, &apperr.Error{Kind: apperr.Unavailable, Code: "upstream_unavailable",
 			Detail: c.cfg.Service + " has no replica", RetryAfter: 1}
 	}
-	start := int(c.next.Add(1)-1) % len(reps)
+	start := int((c.next.Add(1) - 1) % uint64(len(reps)))
 	for _, retrying := range [2]bool{false, true} {
 		var first *replica
 		for i := range len(reps) {
@@ -176,28 +181,33 @@ func (c *Client) pick(ctx context.Context, tried []*replica) (*replica, error) {
 // service behind one DNS name (`docker compose up --scale orders=3`, a
 // headless Kubernetes service) spreads the calls over every instance, and
 // an instance gone from DNS stops getting them. A lookup that fails keeps
-// the replicas found before. Run returns at once when every URL has an IP
-// address, as in `all` mode.
+// the replicas found before; a name that no longer exists has none. Run
+// returns at once when every URL has an IP address, as in `all` mode.
 func (c *Client) Run(ctx context.Context) error {
 	if !slices.ContainsFunc(c.targets, func(tg target) bool { return !tg.literal }) {
 		return nil
 	}
-	tick := time.NewTicker(c.policy.ResolveEvery)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		c.resolve(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-timer.C:
 		}
+		wait := c.policy.ResolveEvery
+		if c.resolve(ctx) {
+			wait = min(wait, resolveMissingEvery)
+		}
+		timer.Reset(wait)
 	}
 }
 
 // resolve replaces the replica set with one replica per address of every
 // target, keeping the replicas (and their breakers and connections) of
-// addresses that were already there.
-func (c *Client) resolve(ctx context.Context) {
+// addresses that were already there. It reports whether a target has no
+// address.
+func (c *Client) resolve(ctx context.Context) (missing bool) {
 	old := *c.replicas.Load()
 	var next []*replica
 	for _, tg := range c.targets {
@@ -210,6 +220,7 @@ func (c *Client) resolve(ctx context.Context) {
 			}
 			continue
 		}
+		missing = missing || len(addrs) == 0
 		for _, addr := range addrs {
 			i := slices.IndexFunc(old, func(r *replica) bool { return r.target == tg && r.addr == addr })
 			if i >= 0 {
@@ -220,24 +231,31 @@ func (c *Client) resolve(ctx context.Context) {
 		}
 	}
 	if slices.Equal(old, next) {
-		return
+		return missing
 	}
 	c.replicas.Store(&next)
 	addrs := make([]string, len(next))
 	for i, r := range next {
 		addrs[i] = r.addr
 	}
-	c.cfg.Logger.InfoContext(ctx, "upstream replicas changed", "upstream", c.cfg.Service,
-		"replicas", strings.Join(addrs, ","))
+	if len(next) == 0 {
+		c.cfg.Logger.WarnContext(ctx, "upstream has no replica; its calls fail until its name resolves",
+			"upstream", c.cfg.Service)
+	} else {
+		c.cfg.Logger.InfoContext(ctx, "upstream replicas changed", "upstream", c.cfg.Service,
+			"replicas", strings.Join(addrs, ","))
+	}
 	for _, r := range old {
 		if !slices.Contains(next, r) {
 			r.transport.CloseIdleConnections() // attempts still running finish on theirs
 		}
 	}
+	return missing
 }
 
-// lookup returns the addresses of a target, sorted; ok is false when its
-// name could not be resolved.
+// lookup returns the addresses of a target, sorted: none when DNS says the
+// name does not exist. ok is false when the lookup failed otherwise (a
+// timeout, a server failure), which says nothing about the replicas.
 func (c *Client) lookup(ctx context.Context, tg target) ([]string, bool) {
 	if tg.literal {
 		return []string{tg.hostPort}, true
@@ -245,6 +263,9 @@ func (c *Client) lookup(ctx context.Context, tg target) ([]string, bool) {
 	lookupCtx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	ips, err := c.cfg.Resolver.LookupNetIP(lookupCtx, "ip", tg.host)
+	if dnsErr, isDNS := errors.AsType[*net.DNSError](err); isDNS && dnsErr.IsNotFound {
+		return nil, true
+	}
 	if err == nil && len(ips) == 0 {
 		err = errors.New("no address")
 	}

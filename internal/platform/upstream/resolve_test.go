@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 )
 
@@ -127,7 +130,8 @@ func (r *fakeResolver) LookupNetIP(_ context.Context, network, host string) ([]n
 
 // TestRunFollowsDNS scales an upstream behind one name up and down: every
 // address the name resolves to gets calls, an address gone from DNS gets
-// none, and a failed lookup keeps the replicas known.
+// none, a failed lookup keeps the replicas known, and a name gone from DNS
+// leaves no replica until it is back.
 func TestRunFollowsDNS(t *testing.T) {
 	t.Parallel()
 	c := newTestCaller(t)
@@ -152,7 +156,7 @@ func TestRunFollowsDNS(t *testing.T) {
 		for i, a := range want {
 			want[i] = net.JoinHostPort(a, port)
 		}
-		return func() bool { return slices.Equal(cl.breakerReplicas(t), want) }
+		return func() bool { return slices.Equal(cl.breakerReplicas(t), want) } // nil equals none
 	}
 	calls := func(n int) {
 		for range n {
@@ -195,4 +199,21 @@ func TestRunFollowsDNS(t *testing.T) {
 	if got := len(one.seen()) - before; got != 0 {
 		t.Errorf("the address gone from DNS got %d calls, want 0", got)
 	}
+
+	res.set(&net.DNSError{Err: "no such host", Name: "users.internal", IsNotFound: true})
+	waitFor(t, "no replica", replicasAre())
+	resp, err := do(t, context.Background(), cl.Client, get)
+	if ae := wantKind(t, "Do() with no replica", resp, err, apperr.Unavailable); ae.RetryAfter < 1 {
+		t.Errorf("Do() with no replica RetryAfter = %d, want at least 1", ae.RetryAfter)
+	}
+	if got := cl.counter(t, "blueprint.upstream.rejections", attribute.String("upstream", "users"),
+		attribute.String("reason", "no_replica")); got != 1 {
+		t.Errorf("blueprint.upstream.rejections{reason=no_replica} = %d, want 1", got)
+	}
+	if lines := cl.logLines(t, "upstream has no replica; its calls fail until its name resolves"); len(lines) != 1 || lines[0]["level"] != "WARN" {
+		t.Errorf("no-replica log lines = %v, want one WARN", lines)
+	}
+	res.set(nil, "127.0.0.1")
+	waitFor(t, "the name to resolve again", replicasAre("127.0.0.1"))
+	calls(1)
 }
