@@ -58,7 +58,7 @@ func (c *Client) newReplica(tg target, addr string) *replica {
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: c.attempt,
+		ResponseHeaderTimeout: c.attemptTimeout,
 		ForceAttemptHTTP2:     false,
 	}
 	r.client = &http.Client{

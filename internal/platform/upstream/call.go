@@ -101,7 +101,7 @@ func (cl *call) room(ctx context.Context, n int) bool {
 // send makes one attempt on r.
 func (cl *call) send(ctx context.Context, r *replica, n int, prev *outcome) *outcome {
 	c := cl.client
-	ctx, cancel := context.WithTimeout(ctx, c.attempt)
+	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	// Our deadline (Timeout, AttemptTimeout) running out is the replica's

@@ -237,15 +237,32 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 
 	// Open: calls fail at once, and the replica never sees them.
 	hits := srv.hits.Load()
+	openCtx, openSpan := c.tel.Tracer.Tracer("test").Start(ctx, "GET /users/me while open")
 	for range 3 {
-		resp, err := do(t, ctx, cl.Client, get)
+		resp, err := do(t, openCtx, cl.Client, get)
 		ae := wantKind(t, "Do() while open", resp, err, apperr.Unavailable)
 		if ae.RetryAfter < 1 {
 			t.Errorf("Do() while open RetryAfter = %d, want at least 1", ae.RetryAfter)
 		}
 	}
+	openSpan.End()
 	if got := srv.hits.Load(); got != hits {
 		t.Errorf("replica got %d attempts while its breaker was open, want 0", got-hits)
+	}
+	i := slices.IndexFunc(c.spans.Ended(), func(s sdktrace.ReadOnlySpan) bool {
+		return s.SpanContext().SpanID() == openSpan.SpanContext().SpanID()
+	})
+	if i < 0 {
+		t.Fatalf("the calling span was not recorded")
+	}
+	rejected := 0
+	for _, e := range c.spans.Ended()[i].Events() {
+		if e.Name == "upstream.rejected" && hasAttr(e.Attributes, attribute.String("reason", "breaker_open")) {
+			rejected++
+		}
+	}
+	if rejected != 3 {
+		t.Errorf("calling span has %d upstream.rejected events with reason breaker_open, want 3", rejected)
 	}
 	if got := cl.counter(t, "blueprint.upstream.rejections", attribute.String("upstream", "users"),
 		attribute.String("reason", "breaker_open")); got != 3 {

@@ -169,31 +169,34 @@ func (p Policy) Validate() error {
 
 // Client calls one upstream service. It is safe for concurrent use.
 type Client struct {
-	cfg      Config
-	policy   Policy
-	attempt  time.Duration // AttemptTimeout, at most Timeout
-	targets  []target
-	replicas atomic.Pointer[[]*replica]
-	next     atomic.Uint64 // the balancer's turn
-	dialer   *net.Dialer
-	budget   *retryBudget
-	executor failsafe.Executor[*outcome]
-	obs      *observer
+	cfg            Config
+	policy         Policy
+	attemptTimeout time.Duration // AttemptTimeout, at most Timeout
+	targets        []target
+	replicas       atomic.Pointer[[]*replica]
+	next           atomic.Uint64 // the balancer's turn
+	dialer         *net.Dialer
+	budget         *retryBudget
+	executor       failsafe.Executor[*outcome]
+	obs            *observer
 }
 
 // New returns a client for the upstream. It validates the URLs and the
 // policy, and does no I/O: host names are looked up by Run, and dialled by
 // name until then.
 func New(cfg Config) (*Client, error) {
-	c := &Client{cfg: cfg, policy: cfg.Policy, attempt: cfg.Timeout}
+	c := &Client{cfg: cfg, policy: cfg.Policy, attemptTimeout: cfg.Timeout}
 	if c.policy == (Policy{}) {
 		c.policy = DefaultPolicy()
 	}
 	if err := c.policy.Validate(); err != nil {
 		return nil, fmt.Errorf("%s upstream: %w", cfg.Service, err)
 	}
+	if cfg.Timeout <= 0 {
+		return nil, fmt.Errorf("%s upstream: timeout must be more than 0", cfg.Service)
+	}
 	if cfg.AttemptTimeout > 0 && cfg.AttemptTimeout < cfg.Timeout {
-		c.attempt = cfg.AttemptTimeout
+		c.attemptTimeout = cfg.AttemptTimeout
 	}
 	for _, raw := range cfg.URLs {
 		tg, err := parseTarget(raw)
