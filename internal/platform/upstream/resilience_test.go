@@ -206,7 +206,8 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 	srv := newReplicaServer(t, http.StatusInternalServerError)
 	p := fastPolicy()
 	p.MaxRetries = 0
-	p.BreakerMinCalls, p.BreakerProbes, p.BreakerDelay = 4, 2, 200*time.Millisecond
+	// The delay is long enough for the calls made while open, short enough to wait out.
+	p.BreakerMinCalls, p.BreakerProbes, p.BreakerDelay = 4, 2, 2*time.Second
 	cl := c.observedClient(t, upstream.Config{URLs: []string{srv.URL}, Policy: p})
 	ctx, span := c.tel.Tracer.Tracer("test").Start(context.Background(), "GET /users/me")
 	defer span.End()
