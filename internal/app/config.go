@@ -16,6 +16,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/orders"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 	"github.com/ds-blueprint/blueprint/internal/users"
 )
 
@@ -59,6 +60,13 @@ type Config struct {
 	WorkerConcurrency      int
 	WorkerAckWait          time.Duration
 	WorkerMaxDeliver       int
+
+	// The resilience policies of calls between services (docs/resilience.md).
+	UpstreamAttemptTimeout     time.Duration
+	UpstreamRetries            int
+	UpstreamMaxInFlight        int
+	UpstreamBreakerFailureRate float64
+	UpstreamBreakerDelay       time.Duration
 
 	NotifyWebhookURL            string
 	NotifyWebhookSecret         string
@@ -132,10 +140,23 @@ func (c *Config) registerFlags(f *flags) {
 	f.Int(&c.NATSStreamReplicas, "nats-stream-replicas", "NATS_STREAM_REPLICAS", 1,
 		"replicas of the JetStream streams (3 on a cluster)")
 
+	policy := upstream.DefaultPolicy()
 	f.Duration(&c.UpstreamTimeout, "upstream-timeout", "UPSTREAM_TIMEOUT", 5*time.Second,
-		"deadline of one call to another service")
+		"deadline of one call to another service, retries included; the callee is told what is left of it")
+	f.Duration(&c.UpstreamAttemptTimeout, "upstream-attempt-timeout", "UPSTREAM_ATTEMPT_TIMEOUT", 2*time.Second,
+		"deadline of one attempt of a call, so a hung replica leaves time to retry on another")
 	f.Duration(&c.UpstreamConnectTimeout, "upstream-connect-timeout", "UPSTREAM_CONNECT_TIMEOUT", time.Second,
 		"deadline for connecting to another service")
+	f.Int(&c.UpstreamRetries, "upstream-retries", "UPSTREAM_RETRIES", policy.MaxRetries,
+		fmt.Sprintf("retries of a call safe to repeat (GET, or with an Idempotency-Key), within a budget of %.0f%% of calls; 0 never retries",
+			100*policy.RetryBudget))
+	f.Int(&c.UpstreamMaxInFlight, "upstream-max-in-flight", "UPSTREAM_MAX_IN_FLIGHT", policy.MaxInFlight,
+		"calls to one service waiting at once (its bulkhead); more are refused with 503")
+	f.Float(&c.UpstreamBreakerFailureRate, "upstream-breaker-failure-rate", "UPSTREAM_BREAKER_FAILURE_RATE", policy.BreakerFailureRate,
+		fmt.Sprintf("share of a replica's attempts failing over %v (at least %d attempts) that opens its circuit breaker",
+			policy.BreakerWindow, policy.BreakerMinCalls))
+	f.Duration(&c.UpstreamBreakerDelay, "upstream-breaker-delay", "UPSTREAM_BREAKER_DELAY", policy.BreakerDelay,
+		"how long an open circuit breaker refuses calls before letting a few probes through")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 10*time.Second,
 		"how long requests in flight may run after SIGTERM")
 	f.Duration(&c.OutboxPollInterval, "outbox-poll-interval", "OUTBOX_POLL_INTERVAL", time.Second,
@@ -221,12 +242,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	for env, d := range map[string]time.Duration{
-		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout,
+		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_ATTEMPT_TIMEOUT": c.UpstreamAttemptTimeout,
+		"UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout, "UPSTREAM_BREAKER_DELAY": c.UpstreamBreakerDelay,
 		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be more than 0", env))
 		}
+	}
+	if c.UpstreamMaxInFlight < 1 {
+		errs = append(errs, errors.New("UPSTREAM_MAX_IN_FLIGHT: must be at least 1"))
+	}
+	if c.UpstreamBreakerFailureRate <= 0 || c.UpstreamBreakerFailureRate > 1 {
+		errs = append(errs, errors.New("UPSTREAM_BREAKER_FAILURE_RATE: must be more than 0 and at most 1"))
 	}
 	if c.WorkerConcurrency < 1 {
 		errs = append(errs, errors.New("NOTIFICATIONS_CONCURRENCY: must be at least 1"))

@@ -106,15 +106,30 @@ func dialable(addr net.Addr) string {
 	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
 }
 
-func (s *system) upstream(tel *telemetry.Providers, minter *auth.Minter, service string) (*upstream.Client, error) {
-	return upstream.New(upstream.Config{
+// upstream returns m's client for service, and makes re-resolving the
+// service's host names one of m's workers.
+func (s *system) upstream(m *module, minter *auth.Minter, service string) (*upstream.Client, error) {
+	policy := upstream.DefaultPolicy()
+	policy.MaxRetries = s.cfg.UpstreamRetries
+	policy.MaxInFlight = s.cfg.UpstreamMaxInFlight
+	policy.BreakerFailureRate = s.cfg.UpstreamBreakerFailureRate
+	policy.BreakerDelay = s.cfg.UpstreamBreakerDelay
+	client, err := upstream.New(upstream.Config{
 		Service:        service,
 		URLs:           s.upstreamURLs(service),
 		Timeout:        s.cfg.UpstreamTimeout,
+		AttemptTimeout: s.cfg.UpstreamAttemptTimeout,
 		ConnectTimeout: s.cfg.UpstreamConnectTimeout,
+		Policy:         policy,
 		Minter:         minter,
-		Telemetry:      tel,
+		Telemetry:      m.tel,
+		Logger:         m.logger,
 	})
+	if err != nil {
+		return nil, err
+	}
+	m.workers = append(m.workers, client.Run)
+	return client, nil
 }
 
 func (s *system) verifier(service string, callers []string) (*auth.ServiceVerifier, error) {
@@ -259,7 +274,7 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	usersClient, err := s.upstream(m.tel, s.minter(notifications.Name), users.Name)
+	usersClient, err := s.upstream(m, s.minter(notifications.Name), users.Name)
 	if err != nil {
 		return err
 	}
@@ -333,7 +348,7 @@ func buildGateway(ctx context.Context, s *system, m *module) error {
 	for service, client := range map[string]**upstream.Client{
 		users.Name: &up.Users, orders.Name: &up.Orders, notifications.Name: &up.Notifications,
 	} {
-		if *client, err = s.upstream(m.tel, minter, service); err != nil {
+		if *client, err = s.upstream(m, minter, service); err != nil {
 			return err
 		}
 	}
@@ -461,6 +476,11 @@ func (m *module) run(ctx context.Context, s *system) error {
 	api := httpx.Instrument(m.handler, m.logger, *m.tel)
 	if m.chaos != nil {
 		api = httpx.WithRouteHook(api, m.chaos.HookRoute)
+	}
+	if m.name != gateway.Name {
+		// Called by services: stop working for a caller that has stopped
+		// waiting. The gateway's callers are clients; it keeps its own time.
+		api = httpx.WithCallerDeadline(api)
 	}
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()

@@ -130,8 +130,9 @@ func (g *Gateway) handleMe() http.Handler {
 const headerIdempotencyKey = "Idempotency-Key"
 
 // handleCreateOrder forwards an order. A request without a key gets one made
-// by the gateway, so that if the gateway retries after losing the response
-// the orders service replays the first order instead of making a second.
+// by the gateway, so that the upstream client may retry it (see
+// upstream.Request): if an attempt's answer is lost, the orders service
+// replays the first order instead of making a second.
 func (g *Gateway) handleCreateOrder() http.Handler {
 	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
 		body, err := httpx.ReadBody(w, r)
@@ -139,9 +140,13 @@ func (g *Gateway) handleCreateOrder() http.Handler {
 			return err
 		}
 		h := jsonHeader.Clone()
+		relayed := []string{"Location", "Retry-After"}
 		if keys := r.Header.Values(headerIdempotencyKey); len(keys) > 0 {
 			h[headerIdempotencyKey] = keys
+			relayed = append(relayed, "Idempotent-Replayed")
 		} else {
+			// The client sent no key, so a replay of the gateway's own is
+			// no news to it: its one request made one order.
 			h.Set(headerIdempotencyKey, "gateway-"+uuid.NewString())
 		}
 		userID := userFrom(r.Context())
@@ -151,7 +156,7 @@ func (g *Gateway) handleCreateOrder() http.Handler {
 		if err != nil {
 			return err
 		}
-		return g.relay(w, r, "orders", resp, "Location", "Idempotent-Replayed", "Retry-After")
+		return g.relay(w, r, "orders", resp, relayed...)
 	})
 }
 

@@ -7,6 +7,7 @@ package httpx
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -78,10 +79,16 @@ func StatusOf(kind apperr.Kind) int {
 
 // WriteError writes err as problem+json. Errors that are not *apperr.Error
 // become a 500 "internal error" whose cause is logged here, once, with the
-// trace id, and never shown to the client.
+// trace id, and never shown to the client — unless the request's deadline
+// has passed: then whatever failed (a query, a call) failed because time ran
+// out, and the answer is a 504 "deadline_exceeded".
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	e, ok := errors.AsType[*apperr.Error](err)
-	if !ok {
+	switch {
+	case ok:
+	case errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		e = apperr.Wrap(apperr.Timeout, "deadline_exceeded", "the request ran out of time", err)
+	default:
 		e = apperr.Wrap(apperr.Internal, "internal", "internal error", err)
 	}
 	status := StatusOf(e.Kind)

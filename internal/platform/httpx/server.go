@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// writeTimeout bounds how long a request may take to be answered.
+const writeTimeout = 30 * time.Second
+
 // Serve runs an HTTP server for h on ln until ctx ends, then shuts it down
 // gracefully: the listener closes at once, requests in flight get up to
 // drain to finish, and whatever is still running after that is cut off.
@@ -21,7 +24,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Lo
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

@@ -1,0 +1,121 @@
+package gateway_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/ds-blueprint/blueprint/internal/gateway"
+	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
+)
+
+// TestCreateOrderRetriedByTheGateway: orders commits an order but its
+// answer is lost (a 503 after the commit); the gateway's client retries
+// with the same key and orders replays the order. The client, whose one
+// request made one order, gets the 201 — marked as a replay only if the
+// key was its own.
+func TestCreateOrderRetriedByTheGateway(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		clientKey    string
+		wantReplayed string
+	}{
+		{name: "the client's key", clientKey: "mug-1", wantReplayed: "true"},
+		{name: "the gateway's key", clientKey: "", wantReplayed: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var keys []string
+			orders := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				keys = append(keys, r.Header.Get("Idempotency-Key"))
+				if len(keys) == 1 {
+					w.WriteHeader(http.StatusServiceUnavailable) // committed, answer lost
+					return
+				}
+				w.Header().Set("Location", "/orders/o-1")
+				w.Header().Set("Idempotent-Replayed", "true")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusCreated)
+				_, _ = w.Write([]byte(`{"id":"o-1"}`))
+			}))
+			t.Cleanup(orders.Close)
+			gw, token := newTestGateway(t, orders.URL)
+
+			req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(`{"sku":"MUG","qty":1}`))
+			req.Header.Set("Authorization", "Bearer "+token)
+			if tt.clientKey != "" {
+				req.Header.Set("Idempotency-Key", tt.clientKey)
+			}
+			rec := httptest.NewRecorder()
+			gw.ServeHTTP(rec, req)
+
+			if rec.Code != http.StatusCreated || rec.Header().Get("Location") != "/orders/o-1" {
+				t.Errorf("POST /orders = %d, Location %q, want 201 and the order", rec.Code, rec.Header().Get("Location"))
+			}
+			if got := rec.Header().Get("Idempotent-Replayed"); got != tt.wantReplayed {
+				t.Errorf("Idempotent-Replayed = %q, want %q", got, tt.wantReplayed)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(keys) != 2 || keys[0] != keys[1] || keys[0] == "" ||
+				(tt.clientKey != "" && keys[0] != tt.clientKey) {
+				t.Errorf("orders saw keys %q, want the same key twice (the client's, if it sent one)", keys)
+			}
+		})
+	}
+}
+
+// newTestGateway returns the gateway's API with orders at ordersURL (users
+// and notifications unreachable), and an access token for a user.
+func newTestGateway(t *testing.T, ordersURL string) (http.Handler, string) {
+	t.Helper()
+	kr, err := auth.GenerateKeyring([]string{"gateway", "users", "orders", "notifications"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel, err := telemetry.New(context.Background(), "gateway", "test", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	logger := slog.New(slog.DiscardHandler)
+	minter := auth.NewMinter("gateway", kr.Identities["gateway"], time.Now)
+	client := func(service, url string) *upstream.Client {
+		c, err := upstream.New(upstream.Config{Service: service, URLs: []string{url}, Timeout: 5 * time.Second,
+			ConnectTimeout: time.Second, Minter: minter, Telemetry: tel, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	up := gateway.Upstreams{
+		Users:         client("users", "http://127.0.0.1:1"),
+		Orders:        client("orders", ordersURL),
+		Notifications: client("notifications", "http://127.0.0.1:1"),
+	}
+	tokens := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, time.Now)
+	token, _, err := tokens.Issue("user-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(tokens, up, gateway.Limits{}, logger, metricnoop.NewMeterProvider(), tracenoop.NewTracerProvider(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.Handler(), token
+}
