@@ -138,8 +138,9 @@ func rssMiB(t *testing.T, pid int) float64 {
 	return 0
 }
 
-// requestLogs returns the access-log records of a process for a route.
-func requestLogs(t *testing.T, dir, process, route string) []map[string]any {
+// logRecords returns the JSON log records of a process with the message
+// msg (and the route, when given).
+func logRecords(t *testing.T, dir, process, msg, route string) []map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, process+".log"))
 	if err != nil {
@@ -148,9 +149,16 @@ func requestLogs(t *testing.T, dir, process, route string) []map[string]any {
 	var out []map[string]any
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		var rec map[string]any
-		if json.Unmarshal(line, &rec) == nil && rec["msg"] == "request" && rec["route"] == route {
+		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg && (route == "" || rec["route"] == route) {
 			out = append(out, rec)
 		}
 	}
 	return out
+}
+
+// logTime is when a log record was written.
+func logTime(rec map[string]any) time.Time {
+	s, _ := rec["time"].(string)
+	at, _ := time.Parse(time.RFC3339Nano, s)
+	return at
 }

@@ -257,6 +257,12 @@ func (in *Injector) inject(ctx context.Context, route string, r Rule) error {
 		in.count(ctx, route, "latency")
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The caller's deadline passed while this imitated a slow
+				// service: a timeout, as the slow service would give
+				// (httpx answers it 504 deadline_exceeded).
+				return fmt.Errorf("latency injected at %s outlived the deadline: %w", route, ctx.Err())
+			}
 			return apperr.Wrap(apperr.Unavailable, "chaos", "ended during the latency injected at "+route, context.Cause(ctx))
 		case <-time.After(time.Duration(r.LatencyMs) * time.Millisecond):
 		}
