@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -460,18 +461,45 @@ func sep(u string) string {
 	return "?"
 }
 
-// FreeAddr returns a loopback address nothing listens on right now. The
-// port is drawn below the kernel's ephemeral range (32768 and up on Linux):
-// a process binds its port seconds after it was chosen, and in the meantime
-// any outgoing connection could be handed an ephemeral port.
+// FreeAddr returns a loopback address nothing listens on right now, which
+// no other process using this package will hand out while this one runs.
+// The port is drawn below the kernel's ephemeral range (32768 and up on
+// Linux), because a process binds its port seconds after it was chosen and
+// any outgoing connection could meanwhile be given an ephemeral one. Test
+// binaries run side by side, so each port is also claimed with a lock on a
+// file under the temp dir, held until this process exits.
 func FreeAddr() string {
-	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			ln.Close()
-			return addr
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	dir := filepath.Join(os.TempDir(), "blueprint-ports")
+	_ = os.MkdirAll(dir, 0o777)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if _, mine := portLocks[port]; mine {
+			continue
 		}
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // another process holds it
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		ln.Close()
+		portLocks[port] = f
+		return addr
 	}
 	return ""
 }
+
+var (
+	portsMu   sync.Mutex
+	portLocks = map[int]*os.File{} // kept open: closing would drop the lock
+)

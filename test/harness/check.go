@@ -208,8 +208,11 @@ func readStream(nc *nats.Conn, stream, subject string) (map[string]int, idCount,
 	if err != nil {
 		return nil, ids, err
 	}
-	for {
-		batch, err := cons.FetchNoWait(500)
+	for empty := 0; ; {
+		// A cluster that lost a node may take a moment to serve the
+		// consumer: wait for each batch, and give up only after a few
+		// empty ones.
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, ids, err
 		}
@@ -227,7 +230,9 @@ func readStream(nc *nats.Conn, stream, subject string) (map[string]int, idCount,
 			}
 		}
 		if n == 0 {
-			return perOrder, ids, errors.New("stream ended before its last message")
+			if empty++; empty == 5 {
+				return perOrder, ids, errors.New("stream ended before its last message")
+			}
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build resilience
+
 package resilience
 
 import (
@@ -20,7 +22,6 @@ const breakerDelay = 2 * time.Second
 // at once instead of trying; once users is back, success resumes within the
 // breaker's delay; no request waits past its deadline.
 func TestUsersKilled(t *testing.T) {
-	t.Parallel()
 	c, client := start(t, localcluster.Config{}, "UPSTREAM_BREAKER_DELAY="+breakerDelay.String())
 	token := client.SignUp(t, 0)
 	users := c.Get("users-1")
@@ -79,8 +80,17 @@ func TestUsersKilled(t *testing.T) {
 	if len(fast) == 0 {
 		t.Fatalf("no request while the breaker was open; statuses: %v", statuses(samples))
 	}
-	if p := p99(fast); p > 10*time.Millisecond {
-		t.Errorf("p99 of the answers while the breaker was open = %s, want under 10 ms (it fails fast)", p)
+	// How fast the gateway answered, from its own access log: what the
+	// client measures also holds this test's scheduling on a busy machine.
+	var served []time.Duration
+	for _, rec := range logRecords(t, c.Dir(), "gateway-1", "request", "GET /users/me") {
+		if at := logTime(rec); at.After(opened) && at.Before(halfOpen) {
+			ms, _ := rec["duration_ms"].(float64)
+			served = append(served, time.Duration(ms*float64(time.Millisecond)))
+		}
+	}
+	if p := p99(served); len(served) == 0 || p > 10*time.Millisecond {
+		t.Errorf("gateway p99 while the breaker was open = %s over %d requests, want under 10 ms (it fails fast)", p, len(served))
 	}
 	if resumed.IsZero() || resumed.Sub(back) > breakerDelay+time.Second {
 		t.Errorf("success resumed %s after users was back, want within the breaker delay (%s)", resumed.Sub(back), breakerDelay)
@@ -88,8 +98,8 @@ func TestUsersKilled(t *testing.T) {
 	if slowest > 6*time.Second {
 		t.Errorf("slowest request %s, want none past the 5 s deadline", slowest)
 	}
-	t.Logf("%d requests: %v; breaker open %s after the kill; %d answers while open, all 503, p99 %s; success resumed %s after users was ready; slowest %s",
-		len(samples), statuses(samples), opened.Sub(killed).Round(time.Millisecond), len(fast), p99(fast),
+	t.Logf("%d requests: %v; breaker open %s after the kill; %d answers while open, all 503, p99 %s at the gateway (%s at the client); success resumed %s after users was ready; slowest %s",
+		len(samples), statuses(samples), opened.Sub(killed).Round(time.Millisecond), len(fast), p99(served), p99(fast),
 		resumed.Sub(back).Round(time.Millisecond), slowest.Round(time.Millisecond))
 }
 
@@ -99,7 +109,6 @@ func TestUsersKilled(t *testing.T) {
 // they have failed, users' breaker opens and later ones get a fast 503,
 // which TestUsersKilled covers.
 func TestDeadlinePropagated(t *testing.T) {
-	t.Parallel()
 	c, client := start(t, localcluster.Config{}, "UPSTREAM_TIMEOUT=1s")
 	token := client.SignUp(t, 0)
 	users := c.Get("users-1")
@@ -150,7 +159,6 @@ func TestDeadlinePropagated(t *testing.T) {
 // the balancer skips it, and safe requests keep succeeding, with retries
 // within the budget.
 func TestFailingReplicaEjected(t *testing.T) {
-	t.Parallel()
 	c, client := start(t, localcluster.Config{Users: 2})
 	token := client.SignUp(t, 0)
 	setFault(t, c.Get("users-2").OpsURL, map[string]any{"route": "GET /users/{id}", "errorRate": 0.5})
@@ -182,7 +190,6 @@ func TestFailingReplicaEjected(t *testing.T) {
 // once with 503 and Retry-After, the in-flight count never passes the
 // limit, and the gateway's memory stays flat.
 func TestBurstShed(t *testing.T) {
-	t.Parallel()
 	const limit = 20
 	c, client := start(t, localcluster.Config{}, fmt.Sprintf("GATEWAY_MAX_IN_FLIGHT=%d", limit))
 	token := client.SignUp(t, 0)
@@ -193,9 +200,9 @@ func TestBurstShed(t *testing.T) {
 	counts := map[int]int{}
 	for range 3 {
 		var mu sync.Mutex
-		var wg sync.WaitGroup
+		var wg, sampler sync.WaitGroup
 		done := make(chan struct{})
-		go func() { // samples the in-flight gauge during the burst
+		sampler.Go(func() { // samples the in-flight gauge during the burst
 			for {
 				select {
 				case <-done:
@@ -208,7 +215,7 @@ func TestBurstShed(t *testing.T) {
 				mu.Unlock()
 				time.Sleep(20 * time.Millisecond)
 			}
-		}()
+		})
 		for range 400 {
 			wg.Go(func() {
 				status, _ := client.Get(client.Gateways[0]+"/users/me", token)
@@ -219,6 +226,7 @@ func TestBurstShed(t *testing.T) {
 		}
 		wg.Wait()
 		close(done)
+		sampler.Wait()
 		rss = append(rss, rssMiB(t, gw.Pid()))
 	}
 	if counts[http.StatusServiceUnavailable] == 0 || counts[http.StatusOK] == 0 {
@@ -239,7 +247,6 @@ func TestBurstShed(t *testing.T) {
 // it — is retried by the gateway on the other replica with the same key, and
 // the client gets the one order that exists.
 func TestLostResponseRetriedOnce(t *testing.T) {
-	t.Parallel()
 	c, client := start(t, localcluster.Config{Orders: 2})
 	token := client.SignUp(t, 0)
 	crashing := c.Get("orders-1")
