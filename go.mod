@@ -3,6 +3,7 @@ module github.com/ds-blueprint/blueprint
 go 1.26.8
 
 require (
+	github.com/XSAM/otelsql v0.44.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0

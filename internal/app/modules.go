@@ -134,10 +134,10 @@ func (s *system) minter(service string) *auth.Minter {
 	return auth.NewMinter(service, s.keys.Identities[service], time.Now)
 }
 
-// openDB opens the service's database, applying its migrations, and
-// registers it to be closed.
+// openDB opens the service's database, applying its migrations, with the
+// service's telemetry, and registers it to be closed.
 func (s *system) openDB(ctx context.Context, m *module) (*sqldb.DB, error) {
-	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations[m.name])
+	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations[m.name], sqldb.WithTelemetry(m.tel.Tracer, m.tel.Meter))
 	if err != nil {
 		return nil, fmt.Errorf("%s database: %w", m.name, err)
 	}
