@@ -206,7 +206,10 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now, m.chaos)
+	svc, err := orders.NewService(db, m.tel.Propagator, m.tel.Meter, relay.Notify, time.Now, m.chaos)
+	if err != nil {
+		return err
+	}
 	v, err := s.verifier(orders.Name, orders.TrustedCallers)
 	if err != nil {
 		return err
