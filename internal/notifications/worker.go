@@ -188,7 +188,11 @@ func (w *Worker) registerConsumerMetrics(m metric.Meter) error {
 			return nil // not declared yet: nothing to report
 		}
 		if err != nil {
-			return fmt.Errorf("consumer %s info: %w", ConsumerName, err)
+			// Not returned: an error from a callback makes the SDK drop the
+			// whole collection from the OTLP push, the worker's other metrics
+			// with it. The gauges go missing instead, and the line says why.
+			w.cfg.Logger.WarnContext(ctx, "consumer metrics unavailable", "consumer", ConsumerName, "error", err.Error())
+			return nil
 		}
 		info := cons.CachedInfo()
 		o.ObserveInt64(pending, int64(info.NumPending), attrs)
