@@ -311,9 +311,12 @@ func (r *Relay) publishAttrs(subject string, extra ...attribute.KeyValue) []attr
 }
 
 // failed records a publish of m that ended in err, on its span and in the
-// publish latency.
+// publish latency, and at debug level in the log, in the event's trace: the
+// warning Run writes covers a whole batch, so it belongs to no one trace.
 func (r *Relay) failed(ctx context.Context, span trace.Span, m Message, start time.Time, err error) {
 	et := errorType(err)
+	r.cfg.Logger.DebugContext(ctx, "outbox publish failed",
+		"event_id", m.ID, "attempt", m.Attempts, "error_type", string(et), "error", err.Error())
 	r.duration.Record(ctx, r.now().Sub(start).Seconds(), "publish", "nats",
 		r.publishAttrs(m.Subject, r.duration.AttrErrorType(et))...)
 	span.SetAttributes(attribute.String("error.type", string(et)))
