@@ -73,6 +73,9 @@ func TestWorkerContinuesTheEventsTrace(t *testing.T) {
 			if !p.Parent().IsRemote() {
 				t.Errorf("parent is local, want remote (extracted from the message)")
 			}
+			if links := p.Links(); len(links) != 1 || links[0].SpanContext.SpanID() != psc.SpanID() {
+				t.Errorf("links = %v, want one to the message's creation context %v", links, psc.SpanID())
+			}
 			if got := p.SpanKind(); got != trace.SpanKindConsumer {
 				t.Errorf("kind = %v, want %v", got, trace.SpanKindConsumer)
 			}

@@ -303,9 +303,13 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if md, err := m.Metadata(); err == nil {
 		attempt = md.NumDelivered
 	}
+	// The message's creation context (the relay's send span) is both the
+	// parent, so the order stays one trace (ADR 0004), and a link, which
+	// the messaging conventions ask of every process span.
 	parent := w.cfg.Propagator.Extract(ctx, natsbus.Header(m.Headers()))
 	ctx, span := w.tracer.Start(parent, "process "+m.Subject(),
 		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(trace.LinkFromContext(parent)),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.operation.name", "process"),
