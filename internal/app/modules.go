@@ -460,7 +460,11 @@ func (m *module) run(ctx context.Context, s *system) error {
 	}
 	stopOps()
 	errs = append(errs, <-opsDone)
-	errs = append(errs, m.tel.Shutdown(context.WithoutCancel(ctx)))
+	// Telemetry that cannot leave (a collector that is down) is lost, but
+	// the service stopped cleanly: a warning, not a failed exit.
+	if err := m.tel.Shutdown(context.WithoutCancel(ctx)); err != nil {
+		m.logger.WarnContext(ctx, "telemetry not flushed", "error", err.Error())
+	}
 	for _, c := range slices.Backward(m.closers) {
 		errs = append(errs, c())
 	}

@@ -355,3 +355,18 @@ func checkHandlerLogs(t *testing.T, logs *logSink, col *telemetrytest.Collector,
 		t.Errorf("no OTLP log record \"notification failed; will retry\" from notifications in trace %s", traceID)
 	}
 }
+
+// TestMissingCollectorStopsCleanly: with OTLP pointed at a port nothing
+// listens on, the system serves, and stops with a clean exit; the lost
+// telemetry is a warning per service, not a failed shutdown.
+func TestMissingCollectorStopsCleanly(t *testing.T) {
+	t.Parallel()
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	sys := startInProcess(t, t.TempDir(), map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+	c := newClient(t, sys.url("gateway"))
+	c.signUp(uniqueEmail("NoCollector"), "correct horse battery")
+	sys.stop(t) // fails the test unless app.Run returns nil
+	if n := len(sys.logs.records("telemetry not flushed")); n != len(serviceNames) {
+		t.Errorf("telemetry not flushed warnings = %d, want one per service (%d)", n, len(serviceNames))
+	}
+}
