@@ -13,11 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/gateway"
@@ -150,10 +153,10 @@ func (s *system) minter(service string) *auth.Minter {
 	return auth.NewMinter(service, s.keys.Identities[service], time.Now)
 }
 
-// openDB opens the service's database, applying its migrations, and
-// registers it to be closed.
+// openDB opens the service's database, applying its migrations, with the
+// service's telemetry, and registers it to be closed.
 func (s *system) openDB(ctx context.Context, m *module) (*sqldb.DB, error) {
-	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations[m.name])
+	db, err := sqldb.Open(ctx, s.cfg.databaseURL(m.name), migrations[m.name], sqldb.WithTelemetry(m.tel.Tracer, m.tel.Meter))
 	if err != nil {
 		return nil, fmt.Errorf("%s database: %w", m.name, err)
 	}
@@ -222,7 +225,10 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	svc := orders.NewService(db, m.tel.Propagator, relay.Notify, time.Now, m.chaos)
+	svc, err := orders.NewService(db, m.tel.Propagator, m.tel.Meter, relay.Notify, time.Now, m.chaos)
+	if err != nil {
+		return err
+	}
 	v, err := s.verifier(orders.Name, orders.TrustedCallers)
 	if err != nil {
 		return err
@@ -471,9 +477,11 @@ func (m *module) close() {
 
 // run serves the module until ctx ends, then stops it in order: the API
 // drains its requests while the workers finish what they hold, then the ops
-// listener closes, then connections and databases, then telemetry flushes.
+// listener closes, then telemetry flushes, then connections and databases
+// close. Telemetry goes before them because its last metrics push still
+// reads them (the outbox backlog, the consumer's state).
 func (m *module) run(ctx context.Context, s *system) error {
-	api := httpx.Instrument(m.handler, m.logger, *m.tel)
+	api := httpx.Instrument(withRouteOnSpan(m.handler), m.logger, *m.tel)
 	if m.chaos != nil {
 		api = httpx.WithRouteHook(api, m.chaos.HookRoute)
 	}
@@ -503,9 +511,32 @@ func (m *module) run(ctx context.Context, s *system) error {
 	}
 	stopOps()
 	errs = append(errs, <-opsDone)
+	// Telemetry that cannot leave (a collector that is down) is lost, but
+	// the service stopped cleanly: a warning, not a failed exit.
+	if err := m.tel.Shutdown(context.WithoutCancel(ctx)); err != nil {
+		m.logger.WarnContext(ctx, "telemetry not flushed", "error", err.Error())
+	}
 	for _, c := range slices.Backward(m.closers) {
 		errs = append(errs, c())
 	}
-	errs = append(errs, m.tel.Shutdown(context.WithoutCancel(ctx)))
 	return errors.Join(errs...)
+}
+
+// withRouteOnSpan sets http.route on the request's server span once the
+// router has matched the route. otelhttp starts the span before routing:
+// it names the span after the route afterwards, but leaves the attribute
+// out, and trace queries by route need it.
+func withRouteOnSpan(router http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		router.ServeHTTP(w, r)
+		if r.Pattern == "" {
+			return
+		}
+		// "POST /orders/{id}" → "/orders/{id}", as the metrics' http_route.
+		_, route, _ := strings.Cut(r.Pattern, " ")
+		if route == "" {
+			route = r.Pattern
+		}
+		trace.SpanFromContext(r.Context()).SetAttributes(semconv.HTTPRoute(route))
+	})
 }

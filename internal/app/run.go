@@ -180,6 +180,9 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 	}()
 	for _, m := range mods {
 		if m.tel, err = telemetry.New(ctx, m.name, s.version, s.getenv); err == nil {
+			// From here on the module's lines also go over OTLP when logs
+			// are exported.
+			m.logger = m.tel.Logger(m.logger)
 			if m.chaos, err = s.injector(ctx, m); err == nil {
 				err = builders[m.name](ctx, s, m)
 			}

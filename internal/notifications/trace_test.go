@@ -73,12 +73,16 @@ func TestWorkerContinuesTheEventsTrace(t *testing.T) {
 			if !p.Parent().IsRemote() {
 				t.Errorf("parent is local, want remote (extracted from the message)")
 			}
+			if links := p.Links(); len(links) != 1 || links[0].SpanContext.SpanID() != psc.SpanID() {
+				t.Errorf("links = %v, want one to the message's creation context %v", links, psc.SpanID())
+			}
 			if got := p.SpanKind(); got != trace.SpanKindConsumer {
 				t.Errorf("kind = %v, want %v", got, trace.SpanKindConsumer)
 			}
 			attrs := attribute.NewSet(p.Attributes()...)
 			for _, want := range []attribute.KeyValue{
 				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.operation.name", "process"),
 				attribute.String("messaging.operation.type", "process"),
 				attribute.String("messaging.destination.name", "orders.created"),
 				attribute.String("messaging.consumer.group.name", ConsumerName),
@@ -163,6 +167,29 @@ func TestDeadLetterShowsInTheTrace(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("process span events = %v, want a dead-lettered event", process.Events())
+	}
+	// The hop to the dead-letter stream is a span of its own under the
+	// process span, with the attempt it gave up on.
+	var send sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "send "+DeadLetterSubject {
+			send = s
+		}
+	}
+	if send == nil {
+		t.Fatalf("no send %s span among %d spans", DeadLetterSubject, len(rec.Ended()))
+	}
+	if send.Parent().SpanID() != process.SpanContext().SpanID() || send.SpanKind() != trace.SpanKindProducer {
+		t.Errorf("send %s: parent %v kind %v, want a producer child of the process span %v",
+			DeadLetterSubject, send.Parent().SpanID(), send.SpanKind(), process.SpanContext().SpanID())
+	}
+	sendAttrs := attribute.NewSet(send.Attributes()...)
+	for key, want := range map[attribute.Key]string{
+		"messaging.destination.name": DeadLetterSubject, "messaging.nats.delivery.attempt": "1", "messaging.nats.stream.sequence": "1",
+	} {
+		if got, _ := sendAttrs.Value(key); got.Emit() != want {
+			t.Errorf("send %s %s = %q, want %q", DeadLetterSubject, key, got.Emit(), want)
+		}
 	}
 	if want := "dlq_seq=1"; !strings.Contains(logs.String(), want) {
 		t.Errorf("log does not have %q:\n%s", want, logs.String())

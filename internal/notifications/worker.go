@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/semconv/v1.43.0/messagingconv"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
@@ -44,6 +45,9 @@ const (
 	minAckWait = 100 * time.Millisecond
 	// maxEventBytes: a larger event is not one the orders service wrote.
 	maxEventBytes = 64 << 10
+	// consumerInfoTimeout bounds the question a metrics collection asks of
+	// JetStream, so a scrape answers while NATS is away.
+	consumerInfoTimeout = 2 * time.Second
 )
 
 // backoff is the wait before attempt n+1 after attempt n failed.
@@ -93,6 +97,7 @@ type Worker struct {
 	tracer trace.Tracer
 
 	sent, failed, deadLettered metric.Int64Counter
+	processDuration            messagingconv.ProcessDuration
 	// consuming is set while Run pulls from the consumer.
 	consuming atomic.Bool
 }
@@ -133,7 +138,69 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if w.deadLettered, err = m.Int64Counter("blueprint.notifications.dead_lettered", metric.WithDescription("Events given up on and sent to the dead-letter stream.")); err != nil {
 		return nil, err
 	}
+	if w.processDuration, err = messagingconv.NewProcessDuration(m, metric.WithExplicitBucketBoundaries(processBuckets...)); err != nil {
+		return nil, err
+	}
+	if err := w.registerConsumerMetrics(m); err != nil {
+		return nil, err
+	}
 	return w, nil
+}
+
+// processBuckets are the bounds of messaging.process.duration, in seconds:
+// a delivery looks a user up and may call a webhook, and an attempt is cut
+// off at handleTimeout.
+var processBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20}
+
+// registerConsumerMetrics reports the durable consumer's state, asked of
+// JetStream at each collection: what the workers have yet to be handed
+// (their lag), what they hold unacknowledged, and how much of that is a
+// redelivery. Every replica reports the same shared consumer; take the max,
+// not the sum.
+func (w *Worker) registerConsumerMetrics(m metric.Meter) error {
+	pending, err := m.Int64ObservableGauge("blueprint.consumer.pending",
+		metric.WithDescription("Events in the stream not yet handed to a worker: the consumer's lag."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	ackPending, err := m.Int64ObservableGauge("blueprint.consumer.ack_pending",
+		metric.WithDescription("Events handed to a worker and not yet acknowledged."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	redelivered, err := m.Int64ObservableGauge("blueprint.consumer.redelivered",
+		metric.WithDescription("Events handed out more than once and not yet acknowledged."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	attrs := metric.WithAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.destination.name", events.OrderCreated),
+		attribute.String("messaging.consumer.group.name", ConsumerName))
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, consumerInfoTimeout)
+		defer cancel()
+		cons, err := w.cfg.JS.Consumer(ctx, events.Stream, ConsumerName)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil // not declared yet: nothing to report
+		}
+		if err != nil {
+			// Not returned: an error from a callback makes the SDK drop the
+			// whole collection from the OTLP push, the worker's other metrics
+			// with it. The gauges go missing instead, and the line says why.
+			w.cfg.Logger.WarnContext(ctx, "consumer metrics unavailable", "consumer", ConsumerName, "error", err.Error())
+			return nil
+		}
+		info := cons.CachedInfo()
+		o.ObserveInt64(pending, int64(info.NumPending), attrs)
+		o.ObserveInt64(ackPending, int64(info.NumAckPending), attrs)
+		o.ObserveInt64(redelivered, int64(info.NumRedelivered), attrs)
+		return nil
+	}, pending, ackPending, redelivered)
+	return err
 }
 
 // consumerConfig is the durable consumer every replica shares.
@@ -236,11 +303,16 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if md, err := m.Metadata(); err == nil {
 		attempt = md.NumDelivered
 	}
+	// The message's creation context (the relay's send span) is both the
+	// parent, so the order stays one trace (ADR 0004), and a link, which
+	// the messaging conventions ask of every process span.
 	parent := w.cfg.Propagator.Extract(ctx, natsbus.Header(m.Headers()))
 	ctx, span := w.tracer.Start(parent, "process "+m.Subject(),
 		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(trace.LinkFromContext(parent)),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.name", "process"),
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.destination.name", m.Subject()),
 			attribute.String("messaging.consumer.group.name", ConsumerName),
@@ -249,7 +321,16 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		))
 	defer span.End()
 
+	start := time.Now()
 	err := w.work(ctx, m)
+	durationAttrs := []attribute.KeyValue{
+		w.processDuration.AttrDestinationName(m.Subject()),
+		w.processDuration.AttrConsumerGroupName(ConsumerName),
+	}
+	if err != nil {
+		durationAttrs = append(durationAttrs, w.processDuration.AttrErrorType(processErrorType(err)))
+	}
+	w.processDuration.Record(ctx, time.Since(start).Seconds(), "process", "nats", durationAttrs...)
 	// Settle on a deadline of its own: after an attempt that ran out of
 	// time, an ack or a dead-letter copy sent under the attempt's deadline
 	// would fail at once, and after the last attempt the server would then
@@ -278,6 +359,22 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if err := m.NakWithDelay(delay); err != nil {
 		w.cfg.Logger.WarnContext(ctx, "nak failed; redelivery after ack wait", "error", err.Error())
 	}
+}
+
+// processErrorType names the class of a failed attempt for error.type: few
+// values, so a dashboard can split failures by cause.
+func processErrorType(err error) messagingconv.ErrorTypeAttr {
+	switch {
+	case errors.Is(err, events.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrUndeliverable):
+		return "undeliverable"
+	case apperr.Is(err, apperr.NotFound):
+		return "user_not_found"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return messagingconv.ErrorTypeOther
 }
 
 // work runs one attempt within handleTimeout, heartbeating meanwhile.
@@ -397,6 +494,18 @@ func (w *Worker) deliver(ctx context.Context, m Message) error {
 // event is left only in the ORDERS stream, which the error log says.
 func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64, reason error) {
 	id := eventID(m.Headers())
+	process := trace.SpanFromContext(ctx)
+	ctx, span := w.tracer.Start(ctx, "send "+DeadLetterSubject,
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.name", "publish"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", DeadLetterSubject),
+			attribute.String("messaging.message.id", id),
+			attribute.Int64("messaging.nats.delivery.attempt", int64(attempt)),
+		))
+	defer span.End()
 	dl := nats.NewMsg(DeadLetterSubject)
 	dl.Data = m.Data()
 	copyHeaders(dl.Header, m.Headers())
@@ -415,6 +524,8 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64
 	}
 	ack, err := w.cfg.JS.PublishMsg(ctx, dl, opts...)
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
 		attrs := []any{"event_id", id, "attempts", attempt, "error", err.Error()}
 		if attempt >= uint64(w.cfg.MaxDeliver) {
 			if md, mdErr := m.Metadata(); mdErr == nil {
@@ -430,9 +541,10 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, attempt uint64
 		w.cfg.Logger.WarnContext(ctx, "term failed", "error", err.Error())
 	}
 	w.deadLettered.Add(ctx, 1)
-	// The DLQ sequence, on the span and in the log, is what
+	// The DLQ sequence, on the spans and in the log, is what
 	// `blueprint dlq replay --seq` takes.
-	trace.SpanFromContext(ctx).AddEvent("dead-lettered", trace.WithAttributes(
+	span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(ack.Sequence)))
+	process.AddEvent("dead-lettered", trace.WithAttributes(
 		attribute.Int64("blueprint.dlq.sequence", int64(ack.Sequence)),
 		attribute.Int64("messaging.nats.delivery.attempt", int64(attempt))))
 	w.cfg.Logger.ErrorContext(ctx, "event dead-lettered",

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
@@ -82,6 +83,8 @@ const FaultAfterCommit = "orders.after_commit"
 type Service struct {
 	db         *sqldb.DB
 	propagator propagation.TextMapPropagator
+	// created counts orders committed, not the replays of a key.
+	created metric.Int64Counter
 	// written is called after a commit that wrote outbox rows: the relay's
 	// wake-up.
 	written func()
@@ -91,8 +94,16 @@ type Service struct {
 
 // NewService returns the service over db. faults, when not nil, injects
 // faults at FaultAfterCommit.
-func NewService(db *sqldb.DB, propagator propagation.TextMapPropagator, written func(), now func() time.Time, faults *chaos.Injector) *Service {
-	return &Service{db: db, propagator: propagator, written: written, now: now, faults: faults}
+func NewService(db *sqldb.DB, propagator propagation.TextMapPropagator, meter metric.MeterProvider,
+	written func(), now func() time.Time, faults *chaos.Injector,
+) (*Service, error) {
+	created, err := meter.Meter("github.com/ds-blueprint/blueprint/internal/orders").Int64Counter("blueprint.orders.created",
+		metric.WithDescription("Orders committed (a replayed idempotency key is not a new order)."),
+		metric.WithUnit("{order}"))
+	if err != nil {
+		return nil, err
+	}
+	return &Service{db: db, propagator: propagator, created: created, written: written, now: now, faults: faults}, nil
 }
 
 // Created is the outcome of Create.
@@ -152,6 +163,7 @@ func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (C
 		}
 		return Created{}, err
 	}
+	s.created.Add(ctx, 1)
 	if err := s.faults.Hit(ctx, FaultAfterCommit); err != nil {
 		return Created{}, err // committed all the same: the relay's poll publishes the event
 	}

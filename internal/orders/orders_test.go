@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
@@ -52,13 +54,36 @@ type testService struct {
 	db      *sqldb.DB
 	clock   *testClock
 	written atomic.Int64
+	metrics *sdkmetric.ManualReader
 }
 
 func newTestService(t *testing.T, b sqldbtest.Backend) *testService {
 	t.Helper()
-	ts := &testService{db: b.Open(t, Migrations), clock: &testClock{now: start}}
-	ts.Service = NewService(ts.db, propagation.TraceContext{}, func() { ts.written.Add(1) }, ts.clock.Now, nil)
+	ts := &testService{db: b.Open(t, Migrations), clock: &testClock{now: start}, metrics: sdkmetric.NewManualReader()}
+	var err error
+	ts.Service, err = NewService(ts.db, propagation.TraceContext{}, sdkmetric.NewMeterProvider(sdkmetric.WithReader(ts.metrics)),
+		func() { ts.written.Add(1) }, ts.clock.Now, nil)
+	if err != nil {
+		t.Fatalf("NewService() error = %v", err)
+	}
 	return ts
+}
+
+// ordersCreated reads the blueprint.orders.created counter.
+func (ts *testService) ordersCreated(t *testing.T) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := ts.metrics.Collect(t.Context(), &rm); err != nil {
+		t.Fatalf("collect metrics: %v", err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "blueprint.orders.created" && len(sum.DataPoints) == 1 {
+				return sum.DataPoints[0].Value
+			}
+		}
+	}
+	return 0
 }
 
 // count runs a SELECT count(*) query.
@@ -196,6 +221,12 @@ func TestCreateWithoutKey(t *testing.T) {
 		if n := ts.written.Load(); n != 1 {
 			t.Errorf("written called %d times, want 1", n)
 		}
+		if _, err := ts.Create(t.Context(), "user-1", "", NewOrder{SKU: "SKU-1", Qty: 0}); err == nil {
+			t.Fatalf("Create(qty 0) error = nil, want a validation error")
+		}
+		if n := ts.ordersCreated(t); n != 1 {
+			t.Errorf("blueprint.orders.created = %d, want 1 (an invalid order is not counted)", n)
+		}
 
 		stored, err := ts.Get(t.Context(), "user-1", got.Order.ID)
 		if err != nil || !sameOrder(stored, got.Order) {
@@ -307,6 +338,9 @@ func TestCreateIdempotency(t *testing.T) {
 			}
 			if n := ts.written.Load(); n != 1 {
 				t.Errorf("written called %d times, want 1 (a replay writes nothing)", n)
+			}
+			if n := ts.ordersCreated(t); n != 1 {
+				t.Errorf("blueprint.orders.created = %d, want 1 (a replay is not a new order)", n)
 			}
 		})
 

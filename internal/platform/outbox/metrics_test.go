@@ -141,6 +141,29 @@ func testBacklogGauges(t *testing.T, db *sqldb.DB) {
 	}
 }
 
+// TestBacklogGaugesWhileTheTableCannotBeRead: the gauges go missing, but
+// the collection succeeds, so the relay's other metrics are still pushed.
+func TestBacklogGaugesWhileTheTableCannotBeRead(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, db *sqldb.DB) {
+		_, js := natsbustest.Start(t)
+		cfg, _ := newTestConfig(t, db, js)
+		reader := sdkmetric.NewManualReader()
+		cfg.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		newRelay(t, cfg)
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Errorf("Collect() with the table unreadable = %v, want nil", err)
+		}
+		if m, ok := findMetric(t, reader, "blueprint.outbox.pending"); ok {
+			t.Errorf("blueprint.outbox.pending = %+v with the table unreadable, want it missing", m.Data)
+		}
+	})
+}
+
 // TestPublishMetrics: every publish is timed in
 // messaging.client.operation.duration, failures with their error.type, and
 // every acknowledged event's lag from its commit is in blueprint.outbox.lag.

@@ -94,7 +94,8 @@ var (
 
 // NewRelay returns a relay; Run starts it. It registers the relay's metrics.
 // The backlog and the age of its oldest event are read from the table at
-// each scrape, so they show even when the relay itself is stuck.
+// each scrape, so they show even when the relay itself is stuck; while the
+// table cannot be read they are missing.
 func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = defaultPoll
@@ -152,7 +153,11 @@ func (r *Relay) registerMetrics(m metric.Meter) error {
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		n, first, err := backlog(ctx, r.cfg.DB)
 		if err != nil {
-			return err
+			// Not returned: an error from a callback makes the SDK drop the
+			// whole collection from the OTLP push. The gauges go missing
+			// instead, and the line says why.
+			r.cfg.Logger.WarnContext(ctx, "outbox metrics unavailable", "error", err.Error())
+			return nil
 		}
 		o.ObserveInt64(pending, int64(n))
 		age := 0.0
@@ -306,9 +311,12 @@ func (r *Relay) publishAttrs(subject string, extra ...attribute.KeyValue) []attr
 }
 
 // failed records a publish of m that ended in err, on its span and in the
-// publish latency.
+// publish latency, and at debug level in the log, in the event's trace: the
+// warning Run writes covers a whole batch, so it belongs to no one trace.
 func (r *Relay) failed(ctx context.Context, span trace.Span, m Message, start time.Time, err error) {
 	et := errorType(err)
+	r.cfg.Logger.DebugContext(ctx, "outbox publish failed",
+		"event_id", m.ID, "attempt", m.Attempts, "error_type", string(et), "error", err.Error())
 	r.duration.Record(ctx, r.now().Sub(start).Seconds(), "publish", "nats",
 		r.publishAttrs(m.Subject, r.duration.AttrErrorType(et))...)
 	span.SetAttributes(attribute.String("error.type", string(et)))

@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +32,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
 
 // waitTimeout bounds every wait for the relay. Relay back-off tops out at
@@ -678,4 +681,56 @@ func freeAddr(t *testing.T) string {
 		t.Fatalf("close listener: %v", err)
 	}
 	return addr
+}
+
+// lockedBuffer is a bytes.Buffer safe for the relay's goroutine and the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFailedPublishIsLoggedInItsTrace: the relay's batch warning covers
+// many events, but each failed publish is also a debug line in the trace of
+// the request that wrote the event.
+func TestFailedPublishIsLoggedInItsTrace(t *testing.T) {
+	t.Parallel()
+	db := sqldbtest.OpenSQLite(t, orders.Migrations)
+	_, js := natsbustest.Start(t)
+	cfg, _ := newTestConfig(t, db, js)
+	logs := &lockedBuffer{}
+	cfg.Logger = telemetry.NewLogger(logs, telemetry.LogJSON, false, slog.LevelDebug)
+	sc := requestSpan(t)
+	refused := newMessage(t, "nowhere.created", sc) // no stream takes it
+	insert(t, db, refused)
+	runRelay(t, newRelay(t, cfg))
+
+	var line map[string]any
+	waitFor(t, waitTimeout, "the failed publish's log line", func() bool {
+		for l := range strings.Lines(logs.String()) {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "outbox publish failed" {
+				line = rec
+				return true
+			}
+		}
+		return false
+	})
+	if line["trace_id"] != sc.TraceID().String() || line["event_id"] != refused.ID || line["error_type"] != "no_responders" {
+		t.Errorf("log line %v, want trace_id %s, event_id %s, error_type no_responders", line, sc.TraceID(), refused.ID)
+	}
+	if id, _ := line["span_id"].(string); len(id) != 16 || id == sc.SpanID().String() {
+		t.Errorf("log line span_id = %q, want the publish span's own id", id)
+	}
 }

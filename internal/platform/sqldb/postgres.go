@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
 // Pool limits for PostgreSQL. A service replica holds at most
@@ -31,7 +34,7 @@ var defaultRuntimeParams = map[string]string{
 	"lock_timeout":                        "5s",
 }
 
-func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
+func openPostgres(ctx context.Context, rawURL string, o options) (*DB, error) {
 	// pool_max_conns is ours, not PostgreSQL's: take it out of the URL.
 	maxConns := defaultMaxConns
 	u, err := url.Parse(rawURL)
@@ -58,15 +61,26 @@ func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
-	pool := stdlib.OpenDB(*cfg)
+	attrs := []attribute.KeyValue{
+		semconv.DBSystemNamePostgreSQL,
+		semconv.ServerAddress(cfg.Host), semconv.ServerPort(int(cfg.Port)), semconv.DBNamespace(cfg.Database),
+	}
+	pool := o.openConnector(stdlib.GetConnector(*cfg), attrs...)
 	pool.SetMaxOpenConns(maxConns)
 	pool.SetMaxIdleConns(maxConns)
 	pool.SetConnMaxLifetime(connMaxLifetime)
 	pool.SetConnMaxIdleTime(connMaxIdleTime)
+	// PostgreSQL runs readers and writers side by side: one pool serves both.
+	db := &DB{Dialect: Postgres, read: pool, write: pool}
+	if o.instrumented() {
+		if err := db.registerPoolMetrics(o.meter, map[string]*sql.DB{"read-write": pool}, attrs...); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres pool metrics: %w", err)
+		}
+	}
 	if err := pool.PingContext(ctx); err != nil {
-		pool.Close()
+		db.Close()
 		return nil, fmt.Errorf("connect to postgres %s@%s/%s: %w", cfg.User, cfg.Host, cfg.Database, err)
 	}
-	// PostgreSQL runs readers and writers side by side: one pool serves both.
-	return &DB{Dialect: Postgres, read: pool, write: pool}, nil
+	return db, nil
 }

@@ -7,6 +7,9 @@
 // DB keeps two pools there: one connection for writes, which queues writers
 // in Go instead of in SQLite's sleeping busy handler, and several for reads,
 // which WAL mode lets run beside the writer.
+//
+// With WithTelemetry the pools are instrumented: database spans inside the
+// traces of requests and messages, operation durations, pool usage.
 package sqldb
 
 import (
@@ -24,6 +27,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -41,22 +45,28 @@ type DB struct {
 	Dialect Dialect
 	read    *sql.DB
 	write   *sql.DB
+	// unregister stops the pool metrics; nil without telemetry.
+	unregister func() error
 }
 
 // Open opens the database at url and applies the migrations in
 // migrations/<dialect>/ of fsys. url is "sqlite:<path>" (or a bare path) for
 // SQLite.
-func Open(ctx context.Context, url string, migrations fs.FS) (*DB, error) {
+func Open(ctx context.Context, url string, migrations fs.FS, opts ...Option) (*DB, error) {
 	dialect, target, err := ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var db *DB
 	switch dialect {
 	case SQLite:
-		db, err = openSQLite(ctx, target)
+		db, err = openSQLite(ctx, target, o)
 	case Postgres:
-		db, err = openPostgres(ctx, target)
+		db, err = openPostgres(ctx, target, o)
 	}
 	if err != nil {
 		return nil, err
@@ -90,7 +100,7 @@ func ParseURL(raw string) (Dialect, string, error) {
 	}
 }
 
-func openSQLite(ctx context.Context, path string) (*DB, error) {
+func openSQLite(ctx context.Context, path string, o options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database dir: %w", err)
 	}
@@ -102,19 +112,26 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	uriPath := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	dsn := "file:" + uriPath + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	system := semconv.DBSystemNameSQLite
+	write, err := o.openSQL("sqlite", dsn+"&_txlock=immediate", system)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(ON)")
+	read, err := o.openSQL("sqlite", dsn+"&_pragma=query_only(ON)", system)
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	db := &DB{Dialect: SQLite, read: read, write: write}
+	if o.instrumented() {
+		if err := db.registerPoolMetrics(o.meter, map[string]*sql.DB{"write": write, "read": read}, system); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sqlite pool metrics: %w", err)
+		}
+	}
 	// The first write connection creates the file and switches it to WAL.
 	if err := write.PingContext(ctx); err != nil {
 		db.Close()
@@ -151,7 +168,11 @@ func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
 
 // Close closes both pools.
 func (db *DB) Close() error {
-	return errors.Join(db.read.Close(), db.write.Close())
+	var errs []error
+	if db.unregister != nil {
+		errs = append(errs, db.unregister())
+	}
+	return errors.Join(append(errs, db.read.Close(), db.write.Close())...)
 }
 
 // Ping checks that the database answers on both pools.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"go.opentelemetry.io/contrib/bridges/otelslog"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -50,14 +51,35 @@ func NewLogger(w io.Writer, format LogFormat, terminal bool, level slog.Level) *
 	} else {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(contextHandler{h})
+	return slog.New(contextHandler{Handler: h})
 }
 
-// contextHandler adds correlation ids from the context to each record.
-type contextHandler struct{ slog.Handler }
+// Logger returns the service's logger: base, and when logs are exported
+// over OTLP (the otelslog bridge), also the OTLP pipeline, which receives
+// every record base writes, at base's level. OTLP records carry the trace
+// and span ids in fields of their own and the service in their resource, so
+// only the request id is added to them as an attribute.
+func (p *Providers) Logger(base *slog.Logger) *slog.Logger {
+	if p.logs == nil {
+		return base
+	}
+	bridge := otelslog.NewHandler("github.com/ds-blueprint/blueprint", otelslog.WithLoggerProvider(p.logs))
+	return slog.New(slog.NewMultiHandler(
+		base.Handler(),
+		levelFrom{Handler: contextHandler{Handler: bridge, spanInRecord: true}, of: base.Handler()},
+	))
+}
+
+// contextHandler adds correlation ids from the context to each record: the
+// request id of the request it serves, and the trace and span ids unless
+// the records carry them already (spanInRecord).
+type contextHandler struct {
+	slog.Handler
+	spanInRecord bool
+}
 
 func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !h.spanInRecord {
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
 	if id := RequestID(ctx); id != "" {
@@ -67,11 +89,27 @@ func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return contextHandler{h.Handler.WithAttrs(attrs)}
+	return contextHandler{Handler: h.Handler.WithAttrs(attrs), spanInRecord: h.spanInRecord}
 }
 
 func (h contextHandler) WithGroup(name string) slog.Handler {
-	return contextHandler{h.Handler.WithGroup(name)}
+	return contextHandler{Handler: h.Handler.WithGroup(name), spanInRecord: h.spanInRecord}
+}
+
+// levelFrom is a handler enabled at the levels another one is.
+type levelFrom struct {
+	slog.Handler
+	of slog.Handler
+}
+
+func (h levelFrom) Enabled(ctx context.Context, l slog.Level) bool { return h.of.Enabled(ctx, l) }
+
+func (h levelFrom) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return levelFrom{Handler: h.Handler.WithAttrs(attrs), of: h.of}
+}
+
+func (h levelFrom) WithGroup(name string) slog.Handler {
+	return levelFrom{Handler: h.Handler.WithGroup(name), of: h.of}
 }
 
 type requestIDKey struct{}

@@ -5,9 +5,12 @@
 // four services.
 //
 // Traces are always recorded (so every response and log line has a trace
-// id) and exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. Metrics are served by the
-// service's ops listener at /metrics.
+// id). Metrics are always served by the service's ops listener at /metrics.
+// Each signal — traces, metrics, logs — is also exported over OTLP when the
+// standard variables say so: an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, or
+// the signal's own OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT), or
+// OTEL_<SIGNAL>_EXPORTER=otlp; OTEL_<SIGNAL>_EXPORTER=none or
+// OTEL_SDK_DISABLED=true turns the export off.
 package telemetry
 
 import (
@@ -17,17 +20,25 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/instrumentation/runtime"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -47,24 +58,54 @@ type Providers struct {
 	// the Go runtime and process collectors.
 	Registry *prometheus.Registry
 
+	// logs exports log records over OTLP; nil when logs are not exported.
+	logs     *sdklog.LoggerProvider
 	shutdown []func(context.Context) error
 	// abort cancels exports still running when Shutdown gives up.
 	abort context.CancelFunc
 }
 
-// abortableExporter lets Shutdown cut off an export that is still retrying
-// against a missing collector, so nothing of it outlives Shutdown's bound.
-type abortableExporter struct {
-	sdktrace.SpanExporter
-	abort context.Context
+// The OTLP exporters retry a missing collector for up to a minute. These
+// wrappers let Shutdown cut such an export off, so nothing of it outlives
+// Shutdown's bound.
+type (
+	abortableSpans struct {
+		sdktrace.SpanExporter
+		abort context.Context
+	}
+	abortableMetrics struct {
+		sdkmetric.Exporter
+		abort context.Context
+	}
+	abortableLogs struct {
+		sdklog.Exporter
+		abort context.Context
+	}
+)
+
+// bound returns ctx, cancelled also when abort is.
+func bound(ctx, abort context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(abort, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
-func (e abortableExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(e.abort, cancel)
-	defer stop()
+func (e abortableSpans) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	ctx, done := bound(ctx, e.abort)
+	defer done()
 	return e.SpanExporter.ExportSpans(ctx, spans)
+}
+
+func (e abortableMetrics) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	ctx, done := bound(ctx, e.abort)
+	defer done()
+	return e.Exporter.Export(ctx, rm)
+}
+
+func (e abortableLogs) Export(ctx context.Context, records []sdklog.Record) error {
+	ctx, done := bound(ctx, e.abort)
+	defer done()
+	return e.Exporter.Export(ctx, records)
 }
 
 // New builds the providers of the named service. getenv reads the standard
@@ -92,78 +133,197 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 			return nil, fmt.Errorf("telemetry resource: %w", err)
 		}
 	}
-
-	p := &Providers{
-		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
-		Registry:   prometheus.NewRegistry(),
+	traces, err := otlpFor(getenv, "TRACES")
+	if err != nil {
+		return nil, err
 	}
-
+	metrics, err := otlpFor(getenv, "METRICS")
+	if err != nil {
+		return nil, err
+	}
+	logs, err := otlpFor(getenv, "LOGS")
+	if err != nil {
+		return nil, err
+	}
 	sampler, err := samplerFrom(getenv)
 	if err != nil {
 		return nil, err
 	}
-	traceOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
-	exporter, err := newTraceExporter(ctx, getenv)
-	if err != nil {
+
+	abortCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	p := &Providers{
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Registry:   prometheus.NewRegistry(),
+		abort:      abort,
+	}
+	fail := func(err error) (*Providers, error) {
+		abort()
+		_ = p.Shutdown(ctx)
 		return nil, err
 	}
-	if exporter != nil {
-		abortCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
-		p.abort = abort
-		traceOpts = append(traceOpts, sdktrace.WithBatcher(abortableExporter{SpanExporter: exporter, abort: abortCtx}))
+
+	traceOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
+	if traces != nil {
+		exporter, err := traces.spanExporter(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		traceOpts = append(traceOpts, sdktrace.WithBatcher(abortableSpans{SpanExporter: exporter, abort: abortCtx}))
 	}
 	tp := sdktrace.NewTracerProvider(traceOpts...)
 	p.Tracer = tp
 	p.shutdown = append(p.shutdown, tp.Shutdown)
 
 	if err := p.Registry.Register(collectors.NewGoCollector()); err != nil {
-		return nil, fmt.Errorf("register go collector: %w", err)
+		return fail(fmt.Errorf("register go collector: %w", err))
 	}
 	if err := p.Registry.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		return nil, fmt.Errorf("register process collector: %w", err)
+		return fail(fmt.Errorf("register process collector: %w", err))
 	}
 	reader, err := otelprom.New(otelprom.WithRegisterer(p.Registry), otelprom.WithoutScopeInfo())
 	if err != nil {
-		return nil, fmt.Errorf("prometheus exporter: %w", err)
+		return fail(fmt.Errorf("prometheus exporter: %w", err))
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+	meterOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(reader)}
+	if metrics != nil {
+		exporter, err := metrics.metricExporter(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		// The interval is OTEL_METRIC_EXPORT_INTERVAL (60 s by default),
+		// read by the SDK; Shutdown pushes a last collection.
+		meterOpts = append(meterOpts, sdkmetric.WithReader(
+			sdkmetric.NewPeriodicReader(abortableMetrics{Exporter: exporter, abort: abortCtx})))
+	}
+	mp := sdkmetric.NewMeterProvider(meterOpts...)
 	p.Meter = mp
 	p.shutdown = append(p.shutdown, mp.Shutdown)
+	// The Go runtime by the semantic conventions (go.memory.used,
+	// go.goroutine.count, …), so that OTLP receives it too: the Prometheus
+	// collectors above serve /metrics only.
+	if err := runtime.Start(runtime.WithMeterProvider(mp)); err != nil {
+		return fail(fmt.Errorf("runtime metrics: %w", err))
+	}
+
+	if logs != nil {
+		exporter, err := logs.logExporter(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		p.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res),
+			sdklog.WithProcessor(sdklog.NewBatchProcessor(abortableLogs{Exporter: exporter, abort: abortCtx})))
+		p.shutdown = append(p.shutdown, p.logs.Shutdown)
+	}
 	return p, nil
 }
 
-// newTraceExporter returns an OTLP exporter when an endpoint is configured,
-// or nil. OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL picks grpc or http/protobuf
-// (the default, as in the specification). The endpoint is passed explicitly;
-// the exporters read the other OTEL_EXPORTER_OTLP_* variables (headers,
-// certificates, timeout) themselves.
-func newTraceExporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {
-	endpoint, signalEndpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-	if endpoint == "" && signalEndpoint == "" {
+// otlp is where one signal is exported.
+type otlp struct {
+	// protocol is "grpc" or "http/protobuf".
+	protocol string
+	// endpoint is a URL; with http/protobuf it includes the signal's path.
+	// Empty means the exporter's default (localhost:4317 or :4318).
+	endpoint string
+	// path is the signal's path under a general http/protobuf endpoint.
+	path string
+}
+
+// otlpFor reads whether and where the signal (TRACES, METRICS or LOGS) is
+// exported over OTLP; nil means it is not. The endpoint and protocol are
+// read here and passed to the exporter; the exporters read the other
+// OTEL_EXPORTER_OTLP_* variables (headers, certificates, timeout,
+// compression) themselves.
+func otlpFor(getenv func(string) string, signal string) (*otlp, error) {
+	exporterVar := "OTEL_" + signal + "_EXPORTER"
+	endpoint, signalEndpoint := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT")
+	switch exporter := strings.ToLower(strings.TrimSpace(getenv(exporterVar))); exporter {
+	case "":
+		if endpoint == "" && signalEndpoint == "" {
+			return nil, nil
+		}
+	case "otlp":
+	case "none":
+		return nil, nil
+	case "prometheus":
+		// /metrics is always served; there is nothing to push.
+		if signal == "METRICS" {
+			return nil, nil
+		}
+		fallthrough
+	default:
+		return nil, fmt.Errorf("%s: %q is not supported; use otlp or none", exporterVar, exporter)
+	}
+	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); disabled {
 		return nil, nil
 	}
-	protocolVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	protocolVar := "OTEL_EXPORTER_OTLP_" + signal + "_PROTOCOL"
 	protocol := getenv(protocolVar)
 	if protocol == "" {
 		protocolVar = "OTEL_EXPORTER_OTLP_PROTOCOL"
 		protocol = getenv(protocolVar)
 	}
-	switch strings.ToLower(protocol) {
+	o := &otlp{protocol: strings.ToLower(protocol), endpoint: signalEndpoint, path: "/v1/" + strings.ToLower(signal)}
+	switch o.protocol {
 	case "", "http/protobuf":
 		// A signal endpoint is used as given; the general one gets the
 		// signal's path appended, as the specification says.
-		if signalEndpoint == "" {
-			signalEndpoint = strings.TrimSuffix(endpoint, "/") + "/v1/traces"
+		o.protocol = "http/protobuf"
+		if o.endpoint == "" && endpoint != "" {
+			o.endpoint = strings.TrimSuffix(endpoint, "/") + o.path
 		}
-		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(signalEndpoint))
 	case "grpc":
-		if signalEndpoint == "" {
-			signalEndpoint = endpoint
+		if o.endpoint == "" {
+			o.endpoint = endpoint
 		}
-		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(signalEndpoint))
 	default:
 		return nil, fmt.Errorf("%s: %q is not supported; use grpc or http/protobuf", protocolVar, protocol)
 	}
+	return o, nil
+}
+
+func (o *otlp) spanExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
+	if o.protocol == "grpc" {
+		var opts []otlptracegrpc.Option
+		if o.endpoint != "" {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(o.endpoint))
+		}
+		return otlptracegrpc.New(ctx, opts...)
+	}
+	var opts []otlptracehttp.Option
+	if o.endpoint != "" {
+		opts = append(opts, otlptracehttp.WithEndpointURL(o.endpoint))
+	}
+	return otlptracehttp.New(ctx, opts...)
+}
+
+func (o *otlp) metricExporter(ctx context.Context) (sdkmetric.Exporter, error) {
+	if o.protocol == "grpc" {
+		var opts []otlpmetricgrpc.Option
+		if o.endpoint != "" {
+			opts = append(opts, otlpmetricgrpc.WithEndpointURL(o.endpoint))
+		}
+		return otlpmetricgrpc.New(ctx, opts...)
+	}
+	var opts []otlpmetrichttp.Option
+	if o.endpoint != "" {
+		opts = append(opts, otlpmetrichttp.WithEndpointURL(o.endpoint))
+	}
+	return otlpmetrichttp.New(ctx, opts...)
+}
+
+func (o *otlp) logExporter(ctx context.Context) (sdklog.Exporter, error) {
+	if o.protocol == "grpc" {
+		var opts []otlploggrpc.Option
+		if o.endpoint != "" {
+			opts = append(opts, otlploggrpc.WithEndpointURL(o.endpoint))
+		}
+		return otlploggrpc.New(ctx, opts...)
+	}
+	var opts []otlploghttp.Option
+	if o.endpoint != "" {
+		opts = append(opts, otlploghttp.WithEndpointURL(o.endpoint))
+	}
+	return otlploghttp.New(ctx, opts...)
 }
 
 // samplerFrom builds the sampler OTEL_TRACES_SAMPLER and its _ARG name:
@@ -219,15 +379,18 @@ func parseResourceAttributes(raw string) ([]attribute.KeyValue, error) {
 }
 
 // Shutdown flushes and stops the providers, giving up after a short bound.
+// The providers stop side by side: one stuck on a missing collector must
+// not use up the others' time, since a provider that finds its time spent
+// before it starts returns without stopping its exporter.
 func (p *Providers) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
-	if p.abort != nil {
-		context.AfterFunc(ctx, p.abort) // flush time is up: stop any export still trying
+	context.AfterFunc(ctx, p.abort) // flush time is up: stop any export still trying
+	errs := make([]error, len(p.shutdown))
+	var wg sync.WaitGroup
+	for i, fn := range p.shutdown {
+		wg.Go(func() { errs[i] = fn(ctx) }) // each returns by the deadline
 	}
-	var errs []error
-	for _, fn := range p.shutdown {
-		errs = append(errs, fn(ctx))
-	}
+	wg.Wait()
 	return errors.Join(errs...)
 }

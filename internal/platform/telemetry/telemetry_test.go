@@ -2,14 +2,13 @@ package telemetry_test
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +18,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry/telemetrytest"
 )
 
 // shutdownWait bounds how long a test waits for Shutdown. It is far above
@@ -253,6 +254,21 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 			wantName: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 		},
 		{
+			name:     "an exporter other than otlp",
+			vars:     map[string]string{"OTEL_TRACES_EXPORTER": "console"},
+			wantName: "OTEL_TRACES_EXPORTER",
+		},
+		{
+			name:     "a log exporter other than otlp",
+			vars:     map[string]string{"OTEL_LOGS_EXPORTER": "prometheus"},
+			wantName: "OTEL_LOGS_EXPORTER",
+		},
+		{
+			name:     "unknown OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+			vars:     map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/json"},
+			wantName: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+		},
+		{
 			name:     "malformed OTEL_RESOURCE_ATTRIBUTES",
 			vars:     map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment"},
 			wantName: "OTEL_RESOURCE_ATTRIBUTES",
@@ -298,6 +314,14 @@ func TestShutdownWithAnUnreachableCollectorReturns(t *testing.T) {
 			},
 		},
 		{
+			name: "logs and metrics over grpc, traces over http",
+			vars: func(e string) map[string]string {
+				return map[string]string{
+					"OTEL_EXPORTER_OTLP_ENDPOINT": e, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+				}
+			},
+		},
+		{
 			name: "traces endpoint and protocol",
 			vars: func(e string) map[string]string {
 				return map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": e + "/v1/traces", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
@@ -313,55 +337,223 @@ func TestShutdownWithAnUnreachableCollectorReturns(t *testing.T) {
 				t.Fatalf("New(%v) error = %v, want nil (a collector may come later)", vars, err)
 			}
 			for range 10 {
-				_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
-				span.End()
+				emitAll(t, p)
 			}
 			shutdown(t, p)
 		})
 	}
 }
 
-// otlpReceiver is a collector stand-in that records the paths it is sent.
-type otlpReceiver struct {
-	mu    sync.Mutex
-	paths []string
-}
-
-func (r *otlpReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	_, _ = io.Copy(io.Discard, req.Body)
-	r.mu.Lock()
-	r.paths = append(r.paths, req.Method+" "+req.URL.Path)
-	r.mu.Unlock()
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.WriteHeader(http.StatusOK)
-}
-
-func (r *otlpReceiver) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.paths)
-}
-
-func TestNewExportsSpansToTheEndpointGetenvNames(t *testing.T) {
-	t.Parallel()
-	// New is handed getenv so that app.Run (and its tests) decide the
-	// environment; the endpoint it names is where spans must go.
-	recv := &otlpReceiver{}
-	srv := httptest.NewServer(recv)
-	defer srv.Close()
-
-	p, err := telemetry.New(context.Background(), "gateway", "v1", env(map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL,
-		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-	}))
+// emitAll records one span, one counter increment and one log line through
+// the providers, the log line inside the span and a request.
+func emitAll(t *testing.T, p *telemetry.Providers) trace.SpanContext {
+	t.Helper()
+	ctx, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
+	defer span.End()
+	c, err := p.Meter.Meter("test").Int64Counter("blueprint.test.work")
 	if err != nil {
-		t.Fatalf("New() error = %v", err)
+		t.Fatal(err)
 	}
-	_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
-	span.End()
-	shutdown(t, p) // flushes the batch
+	c.Add(ctx, 1)
+	logger := p.Logger(telemetry.NewLogger(io.Discard, telemetry.LogJSON, false, slog.LevelInfo))
+	logger.InfoContext(telemetry.WithRequestID(ctx, "req-7"), "work done", "user_id", "u-1")
+	return span.SpanContext()
+}
 
-	if got := recv.got(); !slices.Contains(got, "POST /v1/traces") {
-		t.Errorf("collector at %s received %v, want POST /v1/traces", srv.URL, got)
+// TestNewExportsTheSignalsTheEnvironmentNames: each signal goes over OTLP
+// when an endpoint or OTEL_<SIGNAL>_EXPORTER=otlp says so, and not when
+// its exporter is none or the SDK is disabled. New is handed getenv so that
+// app.Run (and its tests) decide the environment.
+func TestNewExportsTheSignalsTheEnvironmentNames(t *testing.T) {
+	t.Parallel()
+	all := []string{"POST /v1/traces", "POST /v1/metrics", "POST /v1/logs"}
+	tests := []struct {
+		name string
+		vars func(endpoint string) map[string]string
+		want []string
+	}{
+		{
+			name: "one endpoint, every signal",
+			vars: func(e string) map[string]string { return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e} },
+			want: all,
+		},
+		{
+			name: "http/protobuf named",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e + "/", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+			},
+			want: all,
+		},
+		{
+			name: "traces turned off",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e, "OTEL_TRACES_EXPORTER": "none"}
+			},
+			want: []string{"POST /v1/metrics", "POST /v1/logs"},
+		},
+		{
+			name: "metrics left to Prometheus, logs off",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e, "OTEL_METRICS_EXPORTER": "prometheus", "OTEL_LOGS_EXPORTER": "none"}
+			},
+			want: []string{"POST /v1/traces"},
+		},
+		{
+			name: "logs only, on their own endpoint",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": e + "/v1/logs"}
+			},
+			want: []string{"POST /v1/logs"},
+		},
+		{
+			name: "traces endpoint only",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": e + "/v1/traces"}
+			},
+			want: []string{"POST /v1/traces"},
+		},
+		{
+			name: "SDK disabled",
+			vars: func(e string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": e, "OTEL_SDK_DISABLED": "true"}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			col := telemetrytest.NewCollector(t)
+			vars := tt.vars(col.URL)
+			p, err := telemetry.New(context.Background(), "gateway", "v1", env(vars))
+			if err != nil {
+				t.Fatalf("New(%v) error = %v", vars, err)
+			}
+			emitAll(t, p)
+			shutdown(t, p) // flushes every pipeline
+
+			got := slices.Compact(slices.Sorted(slices.Values(col.Paths())))
+			if want := slices.Sorted(slices.Values(tt.want)); !slices.Equal(got, want) {
+				t.Errorf("New(%v): collector received %v, want %v", vars, got, want)
+			}
+		})
+	}
+}
+
+// TestExportedSignalsCarryTheirContext: the exported span, metric and log
+// record belong to the service, and the log record to the span it was
+// written in, with the request id beside it.
+func TestExportedSignalsCarryTheirContext(t *testing.T) {
+	t.Parallel()
+	col := telemetrytest.NewCollector(t)
+	p, err := telemetry.New(context.Background(), "orders", "v1", env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.URL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := emitAll(t, p)
+	// Below the logger's level: not exported either.
+	p.Logger(telemetry.NewLogger(io.Discard, telemetry.LogJSON, false, slog.LevelInfo)).Debug("noise")
+	shutdown(t, p)
+
+	spans := col.Spans()
+	if len(spans) != 1 || spans[0].Service != "orders" || spans[0].GetName() != "work" {
+		t.Errorf("spans = %v, want the one span of orders", spans)
+	}
+	var metricNames []string
+	for _, m := range col.Metrics() {
+		if m.Service != "orders" {
+			t.Errorf("metric %s exported as service %q, want orders", m.GetName(), m.Service)
+		}
+		metricNames = append(metricNames, m.GetName())
+	}
+	for _, want := range []string{"blueprint.test.work", "go.memory.used", "go.goroutine.count"} {
+		if !slices.Contains(metricNames, want) {
+			t.Errorf("exported metrics %v, want %s among them", metricNames, want)
+		}
+	}
+	logs := col.Logs()
+	if len(logs) != 1 {
+		t.Fatalf("exported log records = %d (%v), want 1", len(logs), logs)
+	}
+	l := logs[0]
+	if l.Service != "orders" || l.GetBody().GetStringValue() != "work done" || l.GetSeverityText() != "INFO" {
+		t.Errorf("log record = %v from %q, want \"work done\" at INFO from orders", l.LogRecord, l.Service)
+	}
+	if got := hex.EncodeToString(l.GetTraceId()); got != sc.TraceID().String() {
+		t.Errorf("log record trace id = %s, want the span's %s", got, sc.TraceID())
+	}
+	if got := hex.EncodeToString(l.GetSpanId()); got != sc.SpanID().String() {
+		t.Errorf("log record span id = %s, want the span's %s", got, sc.SpanID())
+	}
+	for key, want := range map[string]string{"request_id": "req-7", "user_id": "u-1", "trace_id": "", "service": ""} {
+		if got := telemetrytest.Attr(l.GetAttributes(), key); got != want {
+			t.Errorf("log record attribute %s = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestLoggerWithoutLogExportIsTheBase(t *testing.T) {
+	t.Parallel()
+	p := newTestProviders(t, "users", nil)
+	base := telemetry.NewLogger(io.Discard, telemetry.LogJSON, false, slog.LevelInfo)
+	if got := p.Logger(base); got != base {
+		t.Errorf("Logger(base) = %v, want base itself when logs are not exported", got)
+	}
+}
+
+// TestSampler: OTEL_TRACES_SAMPLER picks the sampler, parent-based by
+// default, so a caller's decision holds for the whole trace; unsampled
+// spans still have ids for the logs.
+func TestSampler(t *testing.T) {
+	t.Parallel()
+	sampledParent := trace.ContextWithRemoteSpanContext(context.Background(), testSpan(t))
+	unsampledParent := trace.ContextWithRemoteSpanContext(context.Background(),
+		testSpan(t).WithTraceFlags(0))
+	tests := []struct {
+		name                                 string
+		vars                                 map[string]string
+		wantRoot, wantSampled, wantUnsampled bool
+	}{
+		{name: "default", wantRoot: true, wantSampled: true, wantUnsampled: false},
+		{name: "parentbased_always_off", vars: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_always_off"},
+			wantRoot: false, wantSampled: true, wantUnsampled: false},
+		{name: "parentbased_traceidratio 0", vars: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+			wantRoot: false, wantSampled: true, wantUnsampled: false},
+		{name: "parentbased_traceidratio 1", vars: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1"},
+			wantRoot: true, wantSampled: true, wantUnsampled: false},
+		{name: "always_on ignores the parent", vars: map[string]string{"OTEL_TRACES_SAMPLER": "always_on"},
+			wantRoot: true, wantSampled: true, wantUnsampled: true},
+		{name: "traceidratio 0 ignores the parent", vars: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+			wantRoot: false, wantSampled: false, wantUnsampled: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tracer := newTestProviders(t, "gateway", tt.vars).Tracer.Tracer("test")
+			for _, c := range []struct {
+				parent context.Context
+				want   bool
+			}{{context.Background(), tt.wantRoot}, {sampledParent, tt.wantSampled}, {unsampledParent, tt.wantUnsampled}} {
+				_, span := tracer.Start(c.parent, "work")
+				sc := span.SpanContext()
+				span.End()
+				if !sc.IsValid() {
+					t.Errorf("span context = %v, want valid ids even when not sampled", sc)
+				}
+				if sc.IsSampled() != c.want {
+					t.Errorf("sampled = %v with parent %v, want %v", sc.IsSampled(), trace.SpanContextFromContext(c.parent).TraceFlags(), c.want)
+				}
+			}
+		})
+	}
+	for _, bad := range []map[string]string{
+		{"OTEL_TRACES_SAMPLER": "jaeger_remote"},
+		{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+	} {
+		if p, err := telemetry.New(context.Background(), "gateway", "v1", env(bad)); err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER") {
+			if p != nil {
+				shutdown(t, p)
+			}
+			t.Errorf("New(%v) error = %v, want one naming OTEL_TRACES_SAMPLER", bad, err)
+		}
 	}
 }

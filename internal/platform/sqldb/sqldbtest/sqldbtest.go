@@ -28,9 +28,9 @@ import (
 const EnvPostgresURL = "BLUEPRINT_TEST_POSTGRES_URL"
 
 // OpenSQLite opens a migrated SQLite database that lives as long as the test.
-func OpenSQLite(t testing.TB, migrations fs.FS) *sqldb.DB {
+func OpenSQLite(t testing.TB, migrations fs.FS, opts ...sqldb.Option) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "test.db"), migrations)
+	db, err := sqldb.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "test.db"), migrations, opts...)
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}
@@ -40,10 +40,10 @@ func OpenSQLite(t testing.TB, migrations fs.FS) *sqldb.DB {
 
 // OpenPostgres opens a migrated PostgreSQL database of its own for the test,
 // or skips the test, saying why, when BLUEPRINT_TEST_POSTGRES_URL is unset.
-func OpenPostgres(t testing.TB, migrations fs.FS) *sqldb.DB {
+func OpenPostgres(t testing.TB, migrations fs.FS, opts ...sqldb.Option) *sqldb.DB {
 	t.Helper()
 	dbURL := CreatePostgresDatabase(t)
-	db, err := sqldb.Open(context.Background(), dbURL, migrations)
+	db, err := sqldb.Open(context.Background(), dbURL, migrations, opts...)
 	if err != nil {
 		t.Fatalf("open postgres: %v", err)
 	}
@@ -102,7 +102,7 @@ func CreatePostgresDatabase(t testing.TB) string {
 // Backend is one database the store contract runs against.
 type Backend struct {
 	Name string
-	Open func(t testing.TB, migrations fs.FS) *sqldb.DB
+	Open func(t testing.TB, migrations fs.FS, opts ...sqldb.Option) *sqldb.DB
 }
 
 // The backends: SQLite always; PostgreSQL skips its test when no server is
