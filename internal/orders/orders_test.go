@@ -57,7 +57,7 @@ type testService struct {
 	metrics *sdkmetric.ManualReader
 }
 
-func newTestService(t *testing.T, b sqldbtest.Backend) *testService {
+func newTestService(t testing.TB, b sqldbtest.Backend) *testService {
 	t.Helper()
 	ts := &testService{db: b.Open(t, Migrations), clock: &testClock{now: start}, metrics: sdkmetric.NewManualReader()}
 	var err error

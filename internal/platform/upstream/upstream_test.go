@@ -44,7 +44,7 @@ type caller struct {
 	minter *auth.Minter
 }
 
-func newTestCaller(t *testing.T) *caller {
+func newTestCaller(t testing.TB) *caller {
 	t.Helper()
 	kr, err := auth.GenerateKeyring(testServices)
 	if err != nil {
@@ -65,7 +65,7 @@ func newTestCaller(t *testing.T) *caller {
 }
 
 // client returns a client for the named upstream at urls.
-func (c *caller) client(t *testing.T, service string, timeout time.Duration, urls ...string) *upstream.Client {
+func (c *caller) client(t testing.TB, service string, timeout time.Duration, urls ...string) *upstream.Client {
 	t.Helper()
 	cl, err := upstream.New(upstream.Config{
 		Service:        service,
@@ -92,7 +92,7 @@ func (c *caller) verifier(t *testing.T, service string) *auth.ServiceVerifier {
 }
 
 // newServer starts an upstream for the test.
-func newServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func newServer(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
