@@ -180,7 +180,7 @@ func setChaos(t *testing.T, opsAddr, rule string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatalf("chaos: %v", err)
 	}
