@@ -95,23 +95,8 @@ func TestStalledDeliveryIsRedeliveredAndRecordedOnce(t *testing.T) {
 	cfgA.AckWait = 500 * time.Millisecond
 	cfgA.Logger = slog.New(slog.NewTextHandler(logsA, nil))
 	a := newTestWorker(t, cfgA)
-	cons, err := a.setup(t.Context())
-	if err != nil {
-		t.Fatalf("setup: %v", err)
-	}
 	ev := newEvent("user-1")
-	publishEvent(t, env.js, ev)
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatalf("fetch: %v", err)
-	}
-	var first jetstream.Msg
-	for m := range batch.Messages() {
-		first = m
-	}
-	if first == nil {
-		t.Fatalf("fetch returned no message: %v", batch.Error())
-	}
+	first := deliverOne(t, a, env.js, ev)
 	doneA := make(chan struct{})
 	go func() { // ends once release is closed
 		defer close(doneA)

@@ -280,6 +280,26 @@ func publishEvent(t *testing.T, js jetstream.JetStream, ev events.Envelope[event
 	publish(t, js, mustJSON(t, ev), ev.ID, nil)
 }
 
+// deliverOne declares w's consumer, publishes ev and fetches it as the
+// consumer's next delivery, for tests that hand it to handle themselves.
+func deliverOne(t *testing.T, w *Worker, js jetstream.JetStream, ev events.Envelope[events.OrderCreatedData]) jetstream.Msg {
+	t.Helper()
+	cons, err := w.setup(t.Context())
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	publishEvent(t, js, ev)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	for m := range batch.Messages() {
+		return m
+	}
+	t.Fatalf("fetch returned no message: %v", batch.Error())
+	return nil
+}
+
 // row is a notifications row as stored.
 type row struct {
 	ID, EventID, OrderID, UserID, Channel, Status string

@@ -67,23 +67,8 @@ func TestHandleSettles(t *testing.T) {
 				ch.failures = 1 << 30
 			}
 			w := newTestWorker(t, env.workerConfig(t, newFakeDirectory(map[string]string{"user-1": "ada@example.com"}), ch))
-			cons, err := w.setup(t.Context())
-			if err != nil {
-				t.Fatalf("setup: %v", err)
-			}
 			ev := newEvent("user-1")
-			publishEvent(t, env.js, ev)
-			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-			if err != nil {
-				t.Fatalf("fetch: %v", err)
-			}
-			var real jetstream.Msg
-			for m := range batch.Messages() {
-				real = m
-			}
-			if real == nil {
-				t.Fatalf("fetch returned no message: %v", batch.Error())
-			}
+			real := deliverOne(t, w, env.js, ev)
 			m := &attemptMsg{Msg: real, attempt: tt.attempt}
 
 			w.handle(t.Context(), m)
@@ -154,23 +139,8 @@ func TestHandleDeadLettersAnAttemptThatRanOutOfTime(t *testing.T) {
 	env := newTestEnv(t)
 	ch := &fakeChannel{gate: make(chan struct{})} // never opens
 	w := newTestWorker(t, env.workerConfig(t, newFakeDirectory(map[string]string{"user-1": "ada@example.com"}), ch))
-	cons, err := w.setup(t.Context())
-	if err != nil {
-		t.Fatalf("setup: %v", err)
-	}
 	ev := newEvent("user-1")
-	publishEvent(t, env.js, ev)
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatalf("fetch: %v", err)
-	}
-	var real jetstream.Msg
-	for m := range batch.Messages() {
-		real = m
-	}
-	if real == nil {
-		t.Fatalf("fetch returned no message: %v", batch.Error())
-	}
+	real := deliverOne(t, w, env.js, ev)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
