@@ -1,15 +1,14 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,38 +21,12 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 )
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// count returns how many log lines have msg.
-func (b *syncBuffer) count(msg string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for line := range strings.Lines(b.buf.String()) {
-		var rec struct{ Msg string }
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
-			n++
-		}
-	}
-	return n
-}
-
 // testGateway is a Gateway with its logs, metrics and token issuer in reach
 // of the test. Its upstreams are nil: tests drive only what the gateway
 // answers on its own (limits, shedding, the JWKS).
 type testGateway struct {
 	*Gateway
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	reader *sdkmetric.ManualReader
 	tokens *auth.AccessTokens
 }
@@ -65,7 +38,7 @@ func newTestGateway(t *testing.T, limits Limits, now func() time.Time) *testGate
 		t.Fatal(err)
 	}
 	tokens := auth.NewAccessTokens(key, []auth.PublicKey{key.Public()}, now)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	reader := sdkmetric.NewManualReader()
 	g, err := New(tokens, Upstreams{}, limits, slog.New(slog.NewJSONHandler(logs, nil)),
 		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), tracenoop.NewTracerProvider(), now)

@@ -244,7 +244,7 @@ func TestRedisDownFallsBackToLocalLimits(t *testing.T) {
 	clock.t = clock.t.Add(storeRetry) // Redis is tried again, and fails again
 	checkRefused(t, tg.request("GET", "/.well-known/jwks.json", "203.0.113.7:5000", "", ""), "ip")
 
-	if n := tg.logs.count("rate limit store unreachable; limiting with this replica's own buckets"); n != 1 {
+	if n := len(tg.logs.Records(t, "rate limit store unreachable; limiting with this replica's own buckets")); n != 1 {
 		t.Errorf("warnings = %d, want 1 for the whole outage", n)
 	}
 	if got := tg.counter(t, "blueprint.gateway.rate_limit_fallbacks"); got["ip"] != slowBurst+2 {
@@ -291,7 +291,7 @@ func TestRedisComesBack(t *testing.T) {
 	if got := tg.counter(t, "blueprint.gateway.rate_limit_fallbacks"); got["ip"] != 3 {
 		t.Errorf("blueprint.gateway.rate_limit_fallbacks = %v, want ip: 3", got)
 	}
-	if n := tg.logs.count("rate limit store reachable again"); n != 1 {
+	if n := len(tg.logs.Records(t, "rate limit store reachable again")); n != 1 {
 		t.Errorf("recovery lines = %d, want 1", n)
 	}
 }

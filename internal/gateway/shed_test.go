@@ -93,7 +93,7 @@ func TestShedLoad(t *testing.T) {
 	if got := tg.counter(t, "blueprint.gateway.shed")[""]; got != workers*320 {
 		t.Errorf("blueprint.gateway.shed = %d, want %d", got, workers*320)
 	}
-	if n := tg.logs.count("shedding load"); n != 1 {
+	if n := len(tg.logs.Records(t, "shedding load")); n != 1 {
 		t.Errorf("shedding log lines = %d, want 1 per %v of overload", n, shedLogEvery)
 	}
 

@@ -1,6 +1,7 @@
 package notifications
 
 import (
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"strings"
 	"testing"
@@ -90,7 +91,7 @@ func TestStalledDeliveryIsRedeliveredAndRecordedOnce(t *testing.T) {
 	// Replica A takes the event and blocks in its channel.
 	release := make(chan struct{})
 	stalled := &fakeChannel{gate: release}
-	logsA := &syncBuffer{}
+	logsA := &logtest.Buffer{}
 	cfgA := env.workerConfig(t, dir, stalled)
 	cfgA.AckWait = 500 * time.Millisecond
 	cfgA.Logger = slog.New(slog.NewTextHandler(logsA, nil))

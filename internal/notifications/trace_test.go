@@ -3,6 +3,7 @@ package notifications
 import (
 	"context"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"strings"
 	"testing"
@@ -130,7 +131,7 @@ func TestDeadLetterShowsInTheTrace(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() { _ = tp.Shutdown(context.WithoutCancel(t.Context())) })
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})
 	cfg.Tracer = tp
 	cfg.Propagator = propagation.TraceContext{}

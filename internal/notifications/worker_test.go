@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -557,7 +557,7 @@ func TestWorkerRunReturnsPromptlyOnCancel(t *testing.T) {
 			t.Parallel()
 			env := newTestEnv(t)
 			tt.prepare(t, env)
-			logs := &syncBuffer{}
+			logs := &logtest.Buffer{}
 			cfg := env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})
 			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 			w := newTestWorker(t, cfg)
@@ -583,22 +583,4 @@ func TestWorkerRunReturnsPromptlyOnCancel(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

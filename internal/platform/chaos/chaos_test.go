@@ -1,14 +1,12 @@
 package chaos_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -28,46 +26,16 @@ const (
 	pointSend   = "items.send"
 )
 
-// syncBuffer is a bytes.Buffer that handlers and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// records returns the JSON log records whose msg is msg.
-func (b *syncBuffer) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		if rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
 // testInjector is an Injector with its log and metrics in reach of the test.
 type testInjector struct {
 	*chaos.Injector
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	reader *sdkmetric.ManualReader
 }
 
 func newTestInjector(t *testing.T) *testInjector {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	reader := sdkmetric.NewManualReader()
 	in, err := chaos.New(slog.New(slog.NewJSONHandler(logs, nil)), sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
 		pointCommit, pointSend)
@@ -231,7 +199,7 @@ func TestExpiry(t *testing.T) {
 		if got := ti.Rules(t.Context()); len(got) != 1 || got[0].Route != routeGet {
 			t.Errorf("Rules() = %+v, want only the rule without until", got)
 		}
-		if recs := ti.logs.records(t, "chaos rule expired"); len(recs) != 1 || recs[0]["route"] != pointCommit || recs[0]["level"] != "WARN" {
+		if recs := ti.logs.Records(t, "chaos rule expired"); len(recs) != 1 || recs[0]["route"] != pointCommit || recs[0]["level"] != "WARN" {
 			t.Errorf("expiry log = %v, want one warn line for %s", recs, pointCommit)
 		}
 	})
@@ -337,7 +305,7 @@ func TestClear(t *testing.T) {
 		t.Errorf("Rules() after ClearAll = %+v, want none", got)
 	}
 	for _, msg := range []string{"chaos rule set", "chaos rule cleared", "chaos rules cleared"} {
-		recs := ti.logs.records(t, msg)
+		recs := ti.logs.Records(t, msg)
 		if len(recs) == 0 {
 			t.Errorf("no %q log line", msg)
 		}
@@ -347,7 +315,7 @@ func TestClear(t *testing.T) {
 			}
 		}
 	}
-	if recs := ti.logs.records(t, "chaos rule set"); len(recs) != 3 || recs[0]["route"] != routeGet {
+	if recs := ti.logs.Records(t, "chaos rule set"); len(recs) != 3 || recs[0]["route"] != routeGet {
 		t.Errorf("set log = %v, want 3 lines, the first for %s", recs, routeGet)
 	}
 }

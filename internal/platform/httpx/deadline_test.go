@@ -54,7 +54,7 @@ func TestWithCallerDeadline(t *testing.T) {
 		t.Errorf("problem code = %q, want deadline_exceeded", p.Code())
 	}
 	var found bool
-	for _, rec := range logs.records(t) {
+	for _, rec := range logs.Records(t, "") {
 		if rec["msg"] == "request" && rec["status"] == float64(http.StatusGatewayTimeout) {
 			found = true
 		}

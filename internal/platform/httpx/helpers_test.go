@@ -4,53 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
 
-// syncBuffer is a bytes.Buffer that server goroutines and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// records returns every JSON log record written so far.
-func (b *syncBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(b.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
 // newTestLogger returns the production logger (with trace and request ids
 // taken from the context) writing JSON into a buffer the test can read.
-func newTestLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
+func newTestLogger(t *testing.T) (*slog.Logger, *logtest.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &logtest.Buffer{}
 	return telemetry.NewLogger(buf, telemetry.LogJSON, false, slog.LevelDebug), buf
 }
 

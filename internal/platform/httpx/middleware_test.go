@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,7 +23,7 @@ var (
 
 // newTestService returns a router with the kinds of handler a service has,
 // wrapped in Instrument, and the buffer its logs go to.
-func newTestService(t *testing.T) (http.Handler, *syncBuffer) {
+func newTestService(t *testing.T) (http.Handler, *logtest.Buffer) {
 	t.Helper()
 	logger, logs := newTestLogger(t)
 	rt := httpx.NewRouter()
@@ -215,7 +216,7 @@ func TestInstrumentPanicAfterHeader(t *testing.T) {
 		t.Errorf("GET /boom-late status = %d, want %d", rec.Code, http.StatusAccepted)
 	}
 	var panicLogged, accessLogged bool
-	for _, rec := range logs.records(t) {
+	for _, rec := range logs.Records(t, "") {
 		panicLogged = panicLogged || (rec["level"] == "ERROR" && strings.Contains(rec["error"].(string), "after the header"))
 		accessLogged = accessLogged || (rec["msg"] == "request" && rec["status"] == float64(http.StatusAccepted))
 	}
@@ -257,7 +258,7 @@ func TestInstrumentAccessLog(t *testing.T) {
 			}
 
 			var access []map[string]any
-			for _, rec := range logs.records(t) {
+			for _, rec := range logs.Records(t, "") {
 				if rec["msg"] == "request" {
 					access = append(access, rec)
 				}
@@ -301,7 +302,7 @@ func TestInstrumentErrorLogCarriesIDs(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/crash", nil))
 	p := readProblem(t, rec.Code, rec.Header(), rec.Body.Bytes())
 	var errorLines []map[string]any
-	for _, line := range logs.records(t) {
+	for _, line := range logs.Records(t, "") {
 		if line["level"] == slog.LevelError.String() {
 			errorLines = append(errorLines, line)
 		}

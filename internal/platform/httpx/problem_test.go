@@ -124,7 +124,7 @@ func TestWriteErrorHidesInternals(t *testing.T) {
 				t.Errorf("WriteError(%v) detail = %q, want %q", tt.err, p.Detail, "internal error")
 			}
 
-			records := logs.records(t)
+			records := logs.Records(t, "")
 			if len(records) != 1 {
 				t.Fatalf("WriteError(%v) logged %d records, want 1: %s", tt.err, len(records), logs)
 			}
@@ -162,7 +162,7 @@ func TestWriteErrorLogsOnlyServerErrors(t *testing.T) {
 			t.Parallel()
 			logger, logs := newTestLogger(t)
 			httpx.WriteError(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/x", nil), logger, tt.err)
-			if got := len(logs.records(t)); got != tt.wantRecords {
+			if got := len(logs.Records(t, "")); got != tt.wantRecords {
 				t.Errorf("WriteError(%v) logged %d records, want %d: %s", tt.err, got, tt.wantRecords, logs)
 			}
 		})

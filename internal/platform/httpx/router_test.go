@@ -196,7 +196,7 @@ func TestRouteHook(t *testing.T) {
 			if !slices.Equal(seen, want) {
 				t.Errorf("hook saw %q, want %q", seen, want)
 			}
-			for _, rec := range logs.records(t) {
+			for _, rec := range logs.Records(t, "") {
 				if rec["msg"] == "request" && tt.wantSeen != "" && rec["route"] != tt.wantSeen {
 					t.Errorf("access log route = %v, want %q", rec["route"], tt.wantSeen)
 				}

@@ -1,12 +1,12 @@
 package outbox_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"net"
 	"slices"
@@ -683,24 +683,6 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// lockedBuffer is a bytes.Buffer safe for the relay's goroutine and the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestFailedPublishIsLoggedInItsTrace: the relay's batch warning covers
 // many events, but each failed publish is also a debug line in the trace of
 // the request that wrote the event.
@@ -709,7 +691,7 @@ func TestFailedPublishIsLoggedInItsTrace(t *testing.T) {
 	db := sqldbtest.OpenSQLite(t, orders.Migrations)
 	_, js := natsbustest.Start(t)
 	cfg, _ := newTestConfig(t, db, js)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	cfg.Logger = telemetry.NewLogger(logs, telemetry.LogJSON, false, slog.LevelDebug)
 	sc := requestSpan(t)
 	refused := newMessage(t, "nowhere.created", sc) // no stream takes it

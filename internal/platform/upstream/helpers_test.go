@@ -1,9 +1,8 @@
 package upstream_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -27,7 +26,7 @@ import (
 type observed struct {
 	*upstream.Client
 	metrics *sdkmetric.ManualReader
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 }
 
 // fastPolicy is DefaultPolicy with backoffs short enough for tests that
@@ -49,7 +48,7 @@ func (c *caller) observedClient(t *testing.T, cfg upstream.Config) *observed {
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	tel := *c.tel
 	tel.Meter = mp
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 
 	if cfg.Service == "" {
 		cfg.Service = "users"
@@ -146,40 +145,6 @@ func (o *observed) metric(t *testing.T, name string) (metricdata.Metrics, bool) 
 		}
 	}
 	return metricdata.Metrics{}, false
-}
-
-// logLines returns the records whose message is msg.
-func (o *observed) logLines(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(o.logs.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		if rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
-// syncBuffer is a bytes.Buffer the client's goroutines and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // replicaServer is an upstream replica answering status (changeable while

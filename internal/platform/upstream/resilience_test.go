@@ -90,7 +90,7 @@ func TestRetries(t *testing.T) {
 			}
 			retries := cl.counter(t, "blueprint.upstream.retries",
 				attribute.String("upstream", "users"), attribute.String("reason", tt.reason))
-			lines := cl.logLines(t, "retrying upstream call")
+			lines := cl.logs.Records(t, "retrying upstream call")
 			if !tt.retried {
 				if len(lines) != 0 {
 					t.Errorf("log has %d retry lines, want none: %v", len(lines), lines)
@@ -230,7 +230,7 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 	if s := state(); s != 2 {
 		t.Fatalf("breaker state after %d failures = %d, want 2 (open)", p.BreakerMinCalls, s)
 	}
-	opened := cl.logLines(t, "circuit breaker opened")
+	opened := cl.logs.Records(t, "circuit breaker opened")
 	if len(opened) != 1 || opened[0]["level"] != "WARN" || opened[0]["upstream"] != "users" ||
 		opened[0]["replica"] != srv.addr() || opened[0]["trace_id"] != span.SpanContext().TraceID().String() {
 		t.Errorf("open log lines = %v, want one WARN naming users, %s and the trace", opened, srv.addr())
@@ -284,7 +284,7 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 		t.Errorf("breaker state after %d probes succeeded = %d, want 0 (closed)", p.BreakerProbes, s)
 	}
 	for _, msg := range []string{"circuit breaker half-open", "circuit breaker closed"} {
-		lines := cl.logLines(t, msg)
+		lines := cl.logs.Records(t, msg)
 		if len(lines) != 1 || lines[0]["level"] != "INFO" || lines[0]["replica"] != srv.addr() ||
 			lines[0]["trace_id"] != span.SpanContext().TraceID().String() {
 			t.Errorf("%q log lines = %v, want one INFO naming %s and the trace", msg, lines, srv.addr())

@@ -96,7 +96,7 @@ func TestRunResolvesLocalhost(t *testing.T) {
 			t.Errorf("server saw Host %q, want %q", h, hostPort)
 		}
 	}
-	if lines := cl.logLines(t, "upstream replicas changed"); len(lines) != 1 || lines[0]["upstream"] != "users" {
+	if lines := cl.logs.Records(t, "upstream replicas changed"); len(lines) != 1 || lines[0]["upstream"] != "users" {
 		t.Errorf("replica change log lines = %v, want one for users", lines)
 	}
 }
@@ -188,7 +188,7 @@ func TestRunFollowsDNS(t *testing.T) {
 	if !replicasAre("127.0.0.1", "127.0.0.2")() {
 		t.Errorf("replicas after failed lookups = %v, want the two known", cl.breakerReplicas(t))
 	}
-	if len(cl.logLines(t, "upstream lookup failed; keeping the replicas known")) == 0 {
+	if len(cl.logs.Records(t, "upstream lookup failed; keeping the replicas known")) == 0 {
 		t.Errorf("no log line for the failed lookups")
 	}
 
@@ -210,7 +210,7 @@ func TestRunFollowsDNS(t *testing.T) {
 		attribute.String("reason", "no_replica")); got != 1 {
 		t.Errorf("blueprint.upstream.rejections{reason=no_replica} = %d, want 1", got)
 	}
-	if lines := cl.logLines(t, "upstream has no replica; its calls fail until its name resolves"); len(lines) != 1 || lines[0]["level"] != "WARN" {
+	if lines := cl.logs.Records(t, "upstream has no replica; its calls fail until its name resolves"); len(lines) != 1 || lines[0]["level"] != "WARN" {
 		t.Errorf("no-replica log lines = %v, want one WARN", lines)
 	}
 	res.set(nil, "127.0.0.1")
