@@ -42,7 +42,8 @@ type Config struct {
 	// DatabasePrefix names the databases: <prefix>_users, _orders,
 	// _notifications. They are created when missing.
 	DatabasePrefix string
-	// Replicas per service, and the number of NATS nodes (1 or 3).
+	// Replicas per service, and the number of NATS nodes (1 or 3); 0
+	// means 1.
 	NATSNodes, Gateways, Users, Orders, Notifications int
 	// NATSListen pins the client addresses of the NATS nodes (a test puts
 	// a proxy in front of one); nodes beyond it get free ports.
@@ -91,6 +92,9 @@ type Cluster struct {
 // Start brings the whole cluster up and returns once every process has
 // said it is ready. On error it stops what it started.
 func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	for _, n := range []*int{&cfg.NATSNodes, &cfg.Gateways, &cfg.Users, &cfg.Orders, &cfg.Notifications} {
+		*n = max(1, *n)
+	}
 	c := &Cluster{cfg: cfg, Databases: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -243,7 +247,7 @@ func (c *Cluster) DropDatabases(ctx context.Context) error {
 // startNATS starts the nodes as a cluster (or one server) and waits for
 // JetStream to have a leader on each.
 func (c *Cluster) startNATS(ctx context.Context) error {
-	n := max(1, c.cfg.NATSNodes)
+	n := c.cfg.NATSNodes
 	clients, routes := make([]string, n), make([]string, n)
 	for i := range n {
 		clients[i], routes[i] = FreeAddr(), FreeAddr()

@@ -32,18 +32,8 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "blueprint-fault-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if bin, err = harness.BuildBinary(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
+	code := harness.Main(m, &bin)
 	writeReport()
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -65,9 +55,6 @@ func start(t *testing.T, cfg localcluster.Config) *system {
 	t.Helper()
 	dir := t.TempDir()
 	cfg.Binary, cfg.Dir = bin, filepath.Join(dir, "cluster")
-	cfg.NATSNodes = max(1, cfg.NATSNodes)
-	cfg.Gateways, cfg.Users, cfg.Orders = max(1, cfg.Gateways), max(1, cfg.Users), max(1, cfg.Orders)
-	cfg.Notifications = max(1, cfg.Notifications)
 	cfg.Env = append(append([]string{}, suiteEnv...), cfg.Env...)
 	c := harness.StartCluster(t, cfg)
 	s := &system{Cluster: c, client: harness.NewClient(32, harness.Gateways(c)...)}

@@ -21,15 +21,31 @@ import (
 // Build compiles cmd/blueprint into dir and returns its path.
 func Build(t testing.TB, dir string) string {
 	t.Helper()
-	bin, err := BuildBinary(dir)
+	bin, err := buildBinary(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return bin
 }
 
-// BuildBinary is Build for a TestMain, which has no testing.TB.
-func BuildBinary(dir string) (string, error) {
+// Main is a TestMain for suites that run the binary: it builds it into a
+// temp dir, sets *bin, runs the tests, and returns their exit code (the
+// caller may report, then os.Exit with it).
+func Main(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "blueprint-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = buildBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func buildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "blueprint")
 	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin,
 		"github.com/ds-blueprint/blueprint/cmd/blueprint").CombinedOutput()

@@ -30,29 +30,13 @@ import (
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "blueprint-resilience-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if bin, err = harness.BuildBinary(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, &bin)) }
 
 // start runs one process per service (more when cfg asks), with fault
 // injection on and rate limits off, and returns it with a client.
 func start(t *testing.T, cfg localcluster.Config, env ...string) (*localcluster.Cluster, *harness.Client) {
 	t.Helper()
 	cfg.Binary, cfg.Dir = bin, filepath.Join(t.TempDir(), "cluster")
-	cfg.NATSNodes = 1
-	cfg.Gateways, cfg.Users, cfg.Orders = max(1, cfg.Gateways), max(1, cfg.Users), max(1, cfg.Orders)
-	cfg.Notifications = max(1, cfg.Notifications)
 	cfg.Env = append([]string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true"}, env...)
 	c := harness.StartCluster(t, cfg)
 	return c, harness.NewClient(64, harness.Gateways(c)...)
