@@ -13,14 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/gateway"
@@ -481,7 +478,7 @@ func (m *module) close() {
 // close. Telemetry goes before them because its last metrics push still
 // reads them (the outbox backlog, the consumer's state).
 func (m *module) run(ctx context.Context, s *system) error {
-	api := httpx.Instrument(withRouteOnSpan(m.handler), m.logger, *m.tel)
+	api := httpx.Instrument(m.handler, m.logger, *m.tel)
 	if m.chaos != nil {
 		api = httpx.WithRouteHook(api, m.chaos.HookRoute)
 	}
@@ -520,23 +517,4 @@ func (m *module) run(ctx context.Context, s *system) error {
 		errs = append(errs, c())
 	}
 	return errors.Join(errs...)
-}
-
-// withRouteOnSpan sets http.route on the request's server span once the
-// router has matched the route. otelhttp starts the span before routing:
-// it names the span after the route afterwards, but leaves the attribute
-// out, and trace queries by route need it.
-func withRouteOnSpan(router http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		router.ServeHTTP(w, r)
-		if r.Pattern == "" {
-			return
-		}
-		// "POST /orders/{id}" → "/orders/{id}", as the metrics' http_route.
-		_, route, _ := strings.Cut(r.Pattern, " ")
-		if route == "" {
-			route = r.Pattern
-		}
-		trace.SpanFromContext(r.Context()).SetAttributes(semconv.HTTPRoute(route))
-	})
 }

@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
@@ -38,7 +41,7 @@ func Handle(logger *slog.Logger, fn func(http.ResponseWriter, *http.Request) err
 // log and panic recovery. The router must come directly inside so that the
 // route pattern it sets on the request is seen by the span and the log.
 func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) http.Handler {
-	h = withAccessLog(h, logger)
+	h = withAccessLog(withRouteOnSpan(h), logger)
 	h = otelhttp.NewHandler(h, "http.server",
 		otelhttp.WithTracerProvider(tel.Tracer),
 		otelhttp.WithMeterProvider(tel.Meter),
@@ -46,6 +49,25 @@ func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) ht
 		otelhttp.WithSpanNameFormatter(spanName),
 	)
 	return withRequestID(h)
+}
+
+// withRouteOnSpan sets http.route on the request's server span once the
+// router has matched the route. otelhttp starts the span before routing:
+// it names the span after the route afterwards, but leaves the attribute
+// out, and trace queries by route need it.
+func withRouteOnSpan(router http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		router.ServeHTTP(w, r)
+		if r.Pattern == "" {
+			return
+		}
+		// "POST /orders/{id}" → "/orders/{id}", as the metrics' http_route.
+		_, route, _ := strings.Cut(r.Pattern, " ")
+		if route == "" {
+			route = r.Pattern
+		}
+		trace.SpanFromContext(r.Context()).SetAttributes(semconv.HTTPRoute(route))
+	})
 }
 
 func spanName(_ string, r *http.Request) string {
