@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"log/slog"
 	"strings"
@@ -67,7 +68,7 @@ func TestDLQCommand(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, 15*time.Second, "two dead letters", func() bool { return len(listJSON()) == 2 })
+	testwait.For(t, 15*time.Second, "two dead letters", func() bool { return len(listJSON()) == 2 })
 
 	got := listJSON()
 	if got[0].Seq != 1 || got[0].EventID != "poison-1" || got[0].Attempts != 1 || !strings.Contains(got[0].Reason, "malformed event") {
@@ -102,7 +103,7 @@ func TestDLQCommand(t *testing.T) {
 	if want := "replayed DLQ #1 (event poison-1) to orders.created as ORDERS #3"; !strings.Contains(out, want) {
 		t.Errorf("dlq replay --seq 1 printed:\n%s\nwant %q", out, want)
 	}
-	eventually(t, 15*time.Second, "the poison dead-lettered again", func() bool {
+	testwait.For(t, 15*time.Second, "the poison dead-lettered again", func() bool {
 		s := seqs(listJSON())
 		return len(s) == 2 && s[0] == 2 && s[1] == 3
 	})
@@ -119,7 +120,7 @@ func TestDLQCommand(t *testing.T) {
 	if !strings.Contains(out, "replayed DLQ #2") || !strings.Contains(out, "replayed DLQ #3") || !strings.Contains(out, "2 replayed") {
 		t.Errorf("dlq replay --all printed:\n%s\nwant #2 and #3 replayed", out)
 	}
-	eventually(t, 15*time.Second, "both dead-lettered again", func() bool {
+	testwait.For(t, 15*time.Second, "both dead-lettered again", func() bool {
 		s := seqs(listJSON())
 		return len(s) == 2 && s[0] == 4 && s[1] == 5
 	})
@@ -210,18 +211,4 @@ func connectTCP(t *testing.T, url string) jetstream.JetStream {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return js
-}
-
-// eventually polls cond until it holds, failing the test after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }

@@ -2,6 +2,7 @@ package notifications
 
 import (
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	publish(t, env.js, poison, "poison-1", nats.Header{"traceparent": {testTraceparent}})
 	spent := newEvent("user-1")
 	publishEvent(t, env.js, spent)
-	waitFor(t, 15*time.Second, "two dead letters", func() bool { return len(deadLetters(t, env.js)) == 2 })
+	testwait.For(t, 15*time.Second, "two dead letters", func() bool { return len(deadLetters(t, env.js)) == 2 })
 
 	dlq := NewDeadLetters(env.js)
 	got, err := dlq.List(t.Context())
@@ -64,8 +65,8 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	if r.EventID != spent.ID || r.StreamSeq != 3 || r.Duplicate {
 		t.Errorf("Replay(2) = %+v, want event %s at ORDERS #3, not a duplicate", r, spent.ID)
 	}
-	waitFor(t, 10*time.Second, "the replayed event's notification", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "the replayed event to be acked", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "the replayed event's notification", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "the replayed event to be acked", func() bool { return settled(t, env.js) })
 	if rs := rows(t, env.db); rs[0].EventID != spent.ID || rs[0].OrderID != spent.Data.OrderID {
 		t.Errorf("row = %+v, want event %s of order %s", rs[0], spent.ID, spent.Data.OrderID)
 	}
@@ -97,7 +98,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	if _, err := dlq.Replay(t.Context(), 1); err != nil {
 		t.Fatalf("Replay(1) = %v", err)
 	}
-	waitFor(t, 10*time.Second, "the poison to be dead-lettered again", func() bool {
+	testwait.For(t, 10*time.Second, "the poison to be dead-lettered again", func() bool {
 		dls, err := dlq.List(t.Context())
 		if err != nil {
 			t.Fatalf("List = %v", err)
@@ -134,7 +135,7 @@ func TestReplayIsIdempotentPerEntry(t *testing.T) {
 	// The user is not there yet: dead-lettered at once.
 	ev := newEvent("user-late")
 	publishEvent(t, env.js, ev)
-	waitFor(t, 10*time.Second, "the dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 })
+	testwait.For(t, 10*time.Second, "the dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 })
 	dir.mu.Lock()
 	dir.emails["user-late"] = "late@example.com"
 	dir.mu.Unlock()
@@ -160,8 +161,8 @@ func TestReplayIsIdempotentPerEntry(t *testing.T) {
 	if left, err := dlq.List(t.Context()); err != nil || len(left) != 0 {
 		t.Errorf("List after replay = %+v, %v; want empty", left, err)
 	}
-	waitFor(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "every event to be settled", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "every event to be settled", func() bool { return settled(t, env.js) })
 	s, err := env.js.Stream(t.Context(), events.Stream)
 	if err != nil {
 		t.Fatalf("stream: %v", err)
@@ -189,7 +190,7 @@ func TestReplayOfAnEventWithoutID(t *testing.T) {
 	env := newTestEnv(t)
 	runWorker(t, newTestWorker(t, env.workerConfig(t, newFakeDirectory(nil), &fakeChannel{})))
 	publish(t, env.js, []byte("not json"), "", nil)
-	waitFor(t, 10*time.Second, "the dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 })
+	testwait.For(t, 10*time.Second, "the dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 })
 
 	dlq := NewDeadLetters(env.js)
 	r, err := dlq.Replay(t.Context(), 1)
@@ -202,7 +203,7 @@ func TestReplayOfAnEventWithoutID(t *testing.T) {
 	if got := streamMsg(t, env.js, events.Stream, r.StreamSeq).Header.Get(nats.MsgIdHdr); got != "replay-1" {
 		t.Errorf("replayed copy's Nats-Msg-Id = %q, want replay-1", got)
 	}
-	waitFor(t, 10*time.Second, "the second dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 && deadLetters(t, env.js)[0].Sequence == 2 })
+	testwait.For(t, 10*time.Second, "the second dead letter", func() bool { return len(deadLetters(t, env.js)) == 1 && deadLetters(t, env.js)[0].Sequence == 2 })
 	got, err := dlq.List(t.Context())
 	if err != nil || len(got) != 1 {
 		t.Fatalf("List = %+v, %v; want one entry", got, err)
@@ -223,7 +224,7 @@ func TestReplayAll(t *testing.T) {
 		want[ev.ID] = true
 		publishEvent(t, env.js, ev)
 	}
-	waitFor(t, 10*time.Second, "three dead letters", func() bool { return len(deadLetters(t, env.js)) == 3 })
+	testwait.For(t, 10*time.Second, "three dead letters", func() bool { return len(deadLetters(t, env.js)) == 3 })
 	dir.mu.Lock()
 	for _, user := range []string{"user-a", "user-b", "user-c"} {
 		dir.emails[user] = user + "@example.com"
@@ -243,7 +244,7 @@ func TestReplayAll(t *testing.T) {
 			t.Errorf("ReplayAll()[%d] = %+v, want DLQ #%d, one of the events", i, r, i+1)
 		}
 	}
-	waitFor(t, 10*time.Second, "three notifications", func() bool { return rowCount(t, env.db) == 3 })
+	testwait.For(t, 10*time.Second, "three notifications", func() bool { return rowCount(t, env.db) == 3 })
 	if left, err := dlq.List(t.Context()); err != nil || len(left) != 0 {
 		t.Errorf("List after ReplayAll = %+v, %v; want empty", left, err)
 	}

@@ -2,6 +2,7 @@ package notifications
 
 import (
 	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"strings"
 	"testing"
@@ -45,7 +46,7 @@ func TestWorkerHeartbeatsKeepASlowDelivery(t *testing.T) {
 
 	ev := newEvent("user-1")
 	publishEvent(t, env.js, ev)
-	waitFor(t, 10*time.Second, "the delivery to block in the channel", func() bool { return ch.InFlight() == 1 })
+	testwait.For(t, 10*time.Second, "the delivery to block in the channel", func() bool { return ch.InFlight() == 1 })
 
 	// Heartbeats are a third of AckWait apart: after four, the delivery
 	// has outlived AckWait.
@@ -62,8 +63,8 @@ func TestWorkerHeartbeatsKeepASlowDelivery(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
 	if got := len(ch.Attempts()); got != 1 {
 		t.Errorf("Channel.Deliver calls = %d, want 1 (never redelivered)", got)
 	}
@@ -103,7 +104,7 @@ func TestStalledDeliveryIsRedeliveredAndRecordedOnce(t *testing.T) {
 		defer close(doneA)
 		a.handle(t.Context(), silentMsg{first})
 	}()
-	waitFor(t, 10*time.Second, "replica A to block in its channel", func() bool { return stalled.InFlight() == 1 })
+	testwait.For(t, 10*time.Second, "replica A to block in its channel", func() bool { return stalled.InFlight() == 1 })
 
 	// Replica B gets the event once AckWait passes with no word from A.
 	healthy := &fakeChannel{}
@@ -111,8 +112,8 @@ func TestStalledDeliveryIsRedeliveredAndRecordedOnce(t *testing.T) {
 	cfgB.AckWait = cfgA.AckWait
 	cfgB.JS = natsbustest.Connect(t, env.srv)
 	runWorker(t, newTestWorker(t, cfgB))
-	waitFor(t, 10*time.Second, "replica B to notify", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "replica B's ack", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "replica B to notify", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "replica B's ack", func() bool { return settled(t, env.js) })
 
 	// A wakes up: it delivers too (delivery is at least once; the channel
 	// gets the event id to drop the repeat), but records nothing.

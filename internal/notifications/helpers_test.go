@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"sync"
 	"testing"
@@ -215,25 +216,11 @@ func runWorker(t *testing.T, w *Worker) (stop func() error) {
 			t.Errorf("Run = %v, want nil", err)
 		}
 	})
-	waitFor(t, 10*time.Second, "the consumer to exist", func() bool {
+	testwait.For(t, 10*time.Second, "the consumer to exist", func() bool {
 		_, err := w.cfg.JS.Consumer(ctx, events.Stream, ConsumerName)
 		return err == nil
 	})
 	return stop
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }
 
 // newEvent returns an orders.created event with a fresh event and order id.

@@ -1,6 +1,7 @@
 package notifications
 
 import (
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"testing"
 	"time"
 
@@ -74,7 +75,7 @@ func TestConsumerMetrics(t *testing.T) {
 	}
 	// The first event fails once, comes back after its back-off, and then
 	// blocks in the channel: delivered twice, unacked. The others wait.
-	waitFor(t, 15*time.Second, "one redelivered event held by the worker", func() bool {
+	testwait.For(t, 15*time.Second, "one redelivered event held by the worker", func() bool {
 		red, _ := gaugeValue(t, env.tel, "blueprint_consumer_redelivered")
 		return red == 1
 	})
@@ -85,7 +86,7 @@ func TestConsumerMetrics(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 15*time.Second, "every event acked", func() bool {
+	testwait.For(t, 15*time.Second, "every event acked", func() bool {
 		pending, _ := gaugeValue(t, env.tel, "blueprint_consumer_pending")
 		ackPending, _ := gaugeValue(t, env.tel, "blueprint_consumer_ack_pending")
 		red, _ := gaugeValue(t, env.tel, "blueprint_consumer_redelivered")

@@ -2,6 +2,7 @@ package notifications
 
 import (
 	"context"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func TestHandleSettles(t *testing.T) {
 				}
 			} else {
 				// Acked or terminated (Term is not confirmed, so poll): never redelivered.
-				waitFor(t, 5*time.Second, "the event to be settled", func() bool {
+				testwait.For(t, 5*time.Second, "the event to be settled", func() bool {
 					info := consumerInfo(t, env.js)
 					return info.NumAckPending == 0 && info.AckFloor.Stream == 1
 				})
@@ -153,7 +154,7 @@ func TestHandleDeadLettersAnAttemptThatRanOutOfTime(t *testing.T) {
 	if got := dls[0].Header.Get("Blueprint-Dead-Letter-Reason"); !strings.Contains(got, "deadline exceeded") {
 		t.Errorf("Blueprint-Dead-Letter-Reason = %q, want the deadline", got)
 	}
-	waitFor(t, 5*time.Second, "the event to be terminated", func() bool {
+	testwait.For(t, 5*time.Second, "the event to be terminated", func() bool {
 		info := consumerInfo(t, env.js)
 		return info.NumAckPending == 0 && info.AckFloor.Stream == 1
 	})

@@ -1,6 +1,7 @@
 package notifications
 
 import (
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"sync"
 	"testing"
 	"time"
@@ -108,7 +109,7 @@ func TestProcessRacingReplicasRecordOnce(t *testing.T) {
 		for i := range errs {
 			wg.Go(func() { errs[i] = w.process(t.Context(), data) }) // ends once release is closed
 		}
-		waitFor(t, 5*time.Second, "both deliveries in flight", func() bool { return ch.InFlight() == 2 })
+		testwait.For(t, 5*time.Second, "both deliveries in flight", func() bool { return ch.InFlight() == 2 })
 		close(release)
 		wg.Wait()
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"strings"
 	"testing"
@@ -48,7 +49,7 @@ func TestWorkerContinuesTheEventsTrace(t *testing.T) {
 	publish(t, env.js, mustJSON(t, ev), ev.ID, hdr)
 
 	var process, deliver []sdktrace.ReadOnlySpan
-	waitFor(t, 15*time.Second, "two process spans and two deliver spans", func() bool {
+	testwait.For(t, 15*time.Second, "two process spans and two deliver spans", func() bool {
 		process, deliver = nil, nil
 		for _, s := range rec.Ended() {
 			switch s.Name() {
@@ -140,7 +141,7 @@ func TestDeadLetterShowsInTheTrace(t *testing.T) {
 
 	publish(t, env.js, []byte("not json"), "poison-1", nats.Header{"traceparent": {testTraceparent}})
 	var process sdktrace.ReadOnlySpan
-	waitFor(t, 10*time.Second, "the process span", func() bool {
+	testwait.For(t, 10*time.Second, "the process span", func() bool {
 		for _, s := range rec.Ended() {
 			if s.Name() == "process orders.created" {
 				process = s

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"net"
 	"net/http"
@@ -452,8 +453,8 @@ func TestWorkerDeliversToWebhook(t *testing.T) {
 	ev := newEvent("user-1")
 	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	publish(t, env.js, mustJSON(t, ev), ev.ID, nats.Header{"traceparent": {"00-" + traceID + "-b7ad6b7169203331-01"}})
-	waitFor(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "the notification", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
 
 	reqs := s.Requests()
 	if len(reqs) != 1 {
@@ -508,8 +509,8 @@ func TestWorkerRetriesWebhook(t *testing.T) {
 
 			ev := newEvent("user-1")
 			publishEvent(t, env.js, ev)
-			waitFor(t, 15*time.Second, "the notification after a retry", func() bool { return rowCount(t, env.db) == 1 })
-			waitFor(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
+			testwait.For(t, 15*time.Second, "the notification after a retry", func() bool { return rowCount(t, env.db) == 1 })
+			testwait.For(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
 
 			reqs := s.Requests()
 			if len(reqs) != 2 {
@@ -548,7 +549,7 @@ func TestWorkerDeadLettersWebhookRefusal(t *testing.T) {
 
 	ev := newEvent("user-1")
 	publishEvent(t, env.js, ev)
-	waitFor(t, 10*time.Second, "the event to be settled", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "the event to be settled", func() bool { return settled(t, env.js) })
 
 	dls := deadLetters(t, env.js)
 	if len(dls) != 1 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"slices"
 	"strings"
@@ -34,8 +35,8 @@ func TestWorkerNotifiesOnOrderCreated(t *testing.T) {
 	ev := newEvent("user-1")
 	publishEvent(t, env.js, ev)
 
-	waitFor(t, 10*time.Second, "one notification row", func() bool { return rowCount(t, env.db) == 1 })
-	waitFor(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
+	testwait.For(t, 10*time.Second, "one notification row", func() bool { return rowCount(t, env.db) == 1 })
+	testwait.For(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
 
 	if got := consumerInfo(t, env.js).Delivered.Consumer; got != 1 {
 		t.Errorf("deliveries of the event = %d, want 1", got)
@@ -109,7 +110,7 @@ func TestWorkerNotifiesOnceForARepublishedEvent(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 2 (both copies kept)", info.State.Msgs)
 	}
 
-	waitFor(t, 10*time.Second, "both copies to be acked", func() bool {
+	testwait.For(t, 10*time.Second, "both copies to be acked", func() bool {
 		i := consumerInfo(t, env.js)
 		return i.AckFloor.Stream == 2 && i.NumAckPending == 0
 	})
@@ -151,10 +152,10 @@ func TestWorkerRetriesTransientFailures(t *testing.T) {
 			ev := newEvent("user-1")
 			publishEvent(t, env.js, ev)
 
-			waitFor(t, 15*time.Second, "the notification after two retries", func() bool {
+			testwait.For(t, 15*time.Second, "the notification after two retries", func() bool {
 				return rowCount(t, env.db) == 1
 			})
-			waitFor(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
+			testwait.For(t, 10*time.Second, "the event to be acked", func() bool { return settled(t, env.js) })
 			if got := len(dir.Calls()); got != tt.wantDirCalls {
 				t.Errorf("Directory.Email calls = %d, want %d", got, tt.wantDirCalls)
 			}
@@ -256,10 +257,10 @@ func TestWorkerDeadLettersPoisonEvents(t *testing.T) {
 			good := newEvent("user-1")
 			publishEvent(t, env.js, good)
 
-			waitFor(t, 10*time.Second, "the good event after the poison", func() bool {
+			testwait.For(t, 10*time.Second, "the good event after the poison", func() bool {
 				return rowCount(t, env.db) == 1
 			})
-			waitFor(t, 10*time.Second, "both events to be settled", func() bool { return settled(t, env.js) })
+			testwait.For(t, 10*time.Second, "both events to be settled", func() bool { return settled(t, env.js) })
 
 			if got := ch.Delivered(); len(got) != 1 || got[0].EventID != good.ID {
 				t.Errorf("deliveries = %v, want only the good event %s", eventIDs(got), good.ID)
@@ -432,13 +433,13 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 		want[ev.ID] = true
 		publishEvent(t, env.js, ev)
 	}
-	waitFor(t, 10*time.Second, "both workers to hold an event", func() bool {
+	testwait.For(t, 10*time.Second, "both workers to hold an event", func() bool {
 		return len(chans[0].Attempts()) > 0 && len(chans[1].Attempts()) > 0
 	})
 	close(gate)
 
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d notifications", n), func() bool { return rowCount(t, env.db) == n })
-	waitFor(t, 10*time.Second, "every event to be acked", func() bool { return settled(t, env.js) })
+	testwait.For(t, 20*time.Second, fmt.Sprintf("%d notifications", n), func() bool { return rowCount(t, env.db) == n })
+	testwait.For(t, 10*time.Second, "every event to be acked", func() bool { return settled(t, env.js) })
 
 	seen := map[string]int{}
 	for i, ch := range chans {
@@ -488,13 +489,13 @@ func TestWorkerStopFinishesInFlightDelivery(t *testing.T) {
 		done <- result{err, len(ch.Delivered())}
 	}()
 
-	waitFor(t, 10*time.Second, "the consumer", func() bool {
+	testwait.For(t, 10*time.Second, "the consumer", func() bool {
 		_, err := env.js.Consumer(t.Context(), events.Stream, ConsumerName)
 		return err == nil
 	})
 	ev := newEvent("user-1")
 	publishEvent(t, env.js, ev)
-	waitFor(t, 10*time.Second, "a delivery blocked in the channel", func() bool { return ch.InFlight() == 1 })
+	testwait.For(t, 10*time.Second, "a delivery blocked in the channel", func() bool { return ch.InFlight() == 1 })
 
 	cancel()
 	// Run must keep waiting for the delivery. A short look cannot prove it
@@ -571,7 +572,7 @@ func TestWorkerRunReturnsPromptlyOnCancel(t *testing.T) {
 			if tt.wantSetupFails {
 				want = "consumer setup failed; retrying"
 			}
-			waitFor(t, 10*time.Second, "log "+want, func() bool { return strings.Contains(logs.String(), want) })
+			testwait.For(t, 10*time.Second, "log "+want, func() bool { return strings.Contains(logs.String(), want) })
 			cancel()
 			select {
 			case err := <-done:

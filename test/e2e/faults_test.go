@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"log/slog"
 	"net/http"
@@ -114,7 +115,7 @@ func TestOrdersAcceptedWhileNATSIsDown(t *testing.T) {
 	}
 
 	nats.Stop()
-	waitFor(t, 15*time.Second, "orders to report not ready", func() bool { return status(ordersReady) == http.StatusServiceUnavailable })
+	testwait.For(t, 15*time.Second, "orders to report not ready", func() bool { return status(ordersReady) == http.StatusServiceUnavailable })
 	var during []order
 	for i := range 5 {
 		var o order
@@ -134,7 +135,7 @@ func TestOrdersAcceptedWhileNATSIsDown(t *testing.T) {
 			t.Fatalf("notifications for order %s accepted during the outage = %d, want 1", o.ID, len(n))
 		}
 	}
-	waitFor(t, 15*time.Second, "orders to be ready again", func() bool { return status(ordersReady) == http.StatusOK })
+	testwait.For(t, 15*time.Second, "orders to be ready again", func() bool { return status(ordersReady) == http.StatusOK })
 	c.do("GET", "/notifications?limit=100", nil).expect(t, http.StatusOK).json(t, &p)
 	if len(p.Items) != 1+len(during) {
 		t.Errorf("notifications after the outage = %d, want %d (one per order, none twice)", len(p.Items), 1+len(during))

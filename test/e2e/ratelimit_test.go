@@ -1,8 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/test/harness"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -127,30 +127,6 @@ func checkLimits(t *testing.T, a, b string) {
 	})
 }
 
-// metric sums the samples of a metric on an ops listener whose labels
-// include label (e.g. `scope="user"`).
-func metric(t *testing.T, opsURL, name, label string) int {
-	t.Helper()
-	resp, err := http.Get(opsURL + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
-			continue
-		}
-		fields := strings.Fields(line)
-		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return int(sum)
-}
-
 func TestRateLimits(t *testing.T) {
 	t.Parallel()
 	requireLoopbackAddresses(t)
@@ -159,8 +135,8 @@ func TestRateLimits(t *testing.T) {
 		sys := startInProcess(t, t.TempDir(), limitEnv(5))
 		checkLimits(t, sys.url("gateway"), sys.url("gateway"))
 		ops := sys.url("gateway_ops")
-		if ip, user := metric(t, ops, "blueprint_gateway_rate_limited_total", `scope="ip"`),
-			metric(t, ops, "blueprint_gateway_rate_limited_total", `scope="user"`); ip != 2 || user != 2 {
+		if ip, user := harness.MetricSum(t, ops, "blueprint_gateway_rate_limited_total", `scope="ip"`),
+			harness.MetricSum(t, ops, "blueprint_gateway_rate_limited_total", `scope="user"`); ip != 2 || user != 2 {
 			t.Errorf("blueprint_gateway_rate_limited_total = ip %d, user %d; want 2 and 2", ip, user)
 		}
 	})
@@ -172,7 +148,7 @@ func TestRateLimits(t *testing.T) {
 			t.Errorf("no start line saying the limits are in Redis; log:\n%s", sys.logs.text())
 		}
 		checkLimits(t, sys.url("gateway"), sys.url("gateway"))
-		if n := metric(t, sys.url("gateway_ops"), "blueprint_gateway_rate_limit_fallbacks_total", "scope"); n != 0 {
+		if n := harness.MetricSum(t, sys.url("gateway_ops"), "blueprint_gateway_rate_limit_fallbacks_total", "scope"); n != 0 {
 			t.Errorf("blueprint_gateway_rate_limit_fallbacks_total = %d, want 0 with Redis up", n)
 		}
 	})
@@ -208,7 +184,7 @@ func TestRateLimitsSharedByTwoGateways(t *testing.T) {
 	checkLimits(t, sys.url("gateway"), replica.url("gateway"))
 	refused := 0
 	for _, p := range []*inProcess{sys, replica} {
-		refused += metric(t, p.url("gateway_ops"), "blueprint_gateway_rate_limited_total", "scope")
+		refused += harness.MetricSum(t, p.url("gateway_ops"), "blueprint_gateway_rate_limited_total", "scope")
 	}
 	if refused != 4 {
 		t.Errorf("blueprint_gateway_rate_limited_total over both gateways = %d, want 4", refused)
@@ -232,7 +208,7 @@ func TestRateLimitsWithRedisDown(t *testing.T) {
 	if n := len(sys.logs.records("rate limit store unreachable; limiting with this replica's own buckets")); n != 1 {
 		t.Errorf("warnings while Redis is down = %d, want 1", n)
 	}
-	if n := metric(t, sys.url("gateway_ops"), "blueprint_gateway_rate_limit_fallbacks_total", `scope="ip"`); n != 4 {
+	if n := harness.MetricSum(t, sys.url("gateway_ops"), "blueprint_gateway_rate_limit_fallbacks_total", `scope="ip"`); n != 4 {
 		t.Errorf("blueprint_gateway_rate_limit_fallbacks_total = %d, want 4", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/hex"
 	"fmt"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"net/http"
 	"regexp"
@@ -39,7 +40,7 @@ func TestOneTraceFromOrderToNotification(t *testing.T) {
 	chaosRequest(t, "POST", sys.url("notifications_ops")+"/chaos", `{"route":"notifications.deliver","errorRate":1}`)
 	var o order
 	c.do("POST", "/orders", map[string]any{"sku": "TRACE-1", "qty": 1}).expect(t, http.StatusCreated).json(t, &o)
-	waitFor(t, 15*time.Second, "the first delivery to fail", func() bool {
+	testwait.For(t, 15*time.Second, "the first delivery to fail", func() bool {
 		return len(sys.logs.records("notification failed; will retry")) > 0
 	})
 	chaosRequest(t, "DELETE", sys.url("notifications_ops")+"/chaos?route=notifications.deliver", "")

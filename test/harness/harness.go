@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,8 +76,9 @@ func LogTails(t testing.TB, dir string) {
 	}
 }
 
-// MetricSum adds up every series of a counter on a /metrics page.
-func MetricSum(t testing.TB, opsURL, name string) int {
+// MetricSum adds up the series of a metric on a /metrics page whose labels
+// contain every one of labels (e.g. `scope="user"`); with none, all of them.
+func MetricSum(t testing.TB, opsURL, name string, labels ...string) int {
 	t.Helper()
 	resp, err := http.Get(opsURL + "/metrics")
 	if err != nil {
@@ -85,14 +87,18 @@ func MetricSum(t testing.TB, opsURL, name string) int {
 	defer resp.Body.Close()
 	sum := 0.0
 	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (!strings.HasPrefix(rest, "{") && !strings.HasPrefix(rest, " ")) {
+			continue // another metric, or this one's _bucket, _sum…
 		}
-		fields := strings.Fields(line)
-		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
-			sum += v
+		if !slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(rest, l) }) {
+			fields := strings.Fields(line)
+			if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+				sum += v
+			}
 		}
 	}
 	return int(sum)

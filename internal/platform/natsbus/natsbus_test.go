@@ -3,6 +3,7 @@ package natsbus_test
 import (
 	"context"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"net"
 	"net/url"
@@ -26,22 +27,6 @@ import (
 const waitTimeout = 15 * time.Second
 
 var discard = slog.New(slog.DiscardHandler)
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %s: still waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
 
 // freeAddr returns a loopback address with a port nothing listens on now.
 func freeAddr(t *testing.T) string {
@@ -263,8 +248,8 @@ func TestConnectWaitsForAServerThatIsNotUpYet(t *testing.T) {
 	}
 
 	startEmbedded(t, natsbus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: addr})
-	waitFor(t, waitTimeout, "the connection to reach the new server", func() bool { return nc.Status() == nats.CONNECTED })
-	waitFor(t, waitTimeout, "Ready() to be nil", func() bool { return ready(js) == nil })
+	testwait.For(t, waitTimeout, "the connection to reach the new server", func() bool { return nc.Status() == nats.CONNECTED })
+	testwait.For(t, waitTimeout, "Ready() to be nil", func() bool { return ready(js) == nil })
 }
 
 func TestConnectFailFast(t *testing.T) {
@@ -294,13 +279,13 @@ func TestConnectReconnectsAfterAnOutage(t *testing.T) {
 	addr, storeDir := freeAddr(t), t.TempDir()
 	_, stop := startEmbedded(t, natsbus.EmbeddedConfig{StoreDir: storeDir, Listen: addr})
 	nc, js := connect(t, natsbus.ConnConfig{URL: "nats://" + addr})
-	waitFor(t, waitTimeout, "the first connection", func() bool { return nc.Status() == nats.CONNECTED })
+	testwait.For(t, waitTimeout, "the first connection", func() bool { return nc.Status() == nats.CONNECTED })
 	if err := ready(js); err != nil {
 		t.Fatalf("Ready() while connected = %v, want nil", err)
 	}
 
 	stop()
-	waitFor(t, waitTimeout, "the connection to notice the outage", func() bool { return nc.Status() != nats.CONNECTED })
+	testwait.For(t, waitTimeout, "the connection to notice the outage", func() bool { return nc.Status() != nats.CONNECTED })
 	if err := ready(js); err == nil {
 		t.Errorf("Ready() during the outage = nil, want an error")
 	}
@@ -338,8 +323,8 @@ func TestConnectReconnectsAfterAnOutage(t *testing.T) {
 	}
 
 	startEmbedded(t, natsbus.EmbeddedConfig{StoreDir: storeDir, Listen: addr}) // same store, same address
-	waitFor(t, waitTimeout, "the connection to come back", func() bool { return nc.Status() == nats.CONNECTED })
-	waitFor(t, waitTimeout, "Ready() to be nil again", func() bool { return ready(js) == nil })
+	testwait.For(t, waitTimeout, "the connection to come back", func() bool { return nc.Status() == nats.CONNECTED })
+	testwait.For(t, waitTimeout, "Ready() to be nil again", func() bool { return ready(js) == nil })
 	if err := nc.Publish("keep.one", []byte("x")); err != nil {
 		t.Errorf("Publish() after reconnecting = %v, want nil", err)
 	}

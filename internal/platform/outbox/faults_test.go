@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"bytes"
 	"context"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"os"
 	"os/exec"
@@ -110,8 +111,8 @@ func testRelayResendsAfterAnAckTimeout(t *testing.T, db *sqldb.DB) {
 	runRelay(t, newRelay(t, cfg))
 
 	waitClosed(t, proxy.Stalled(), "the relay to publish")
-	waitFor(t, waitTimeout, "the event to be stored", func() bool { return len(streamMessages(t, direct)) == 1 })
-	waitFor(t, waitTimeout, "the relay to stop waiting for the ack", func() bool {
+	testwait.For(t, waitTimeout, "the event to be stored", func() bool { return len(streamMessages(t, direct)) == 1 })
+	testwait.For(t, waitTimeout, "the relay to stop waiting for the ack", func() bool {
 		return slices.ContainsFunc(publishSpans(rec, m.ID), func(s sdktrace.ReadOnlySpan) bool {
 			return spanAttr(s, "error.type") == "timeout"
 		})
@@ -125,7 +126,7 @@ func testRelayResendsAfterAnAckTimeout(t *testing.T, db *sqldb.DB) {
 	}
 
 	proxy.release()
-	waitFor(t, waitTimeout, "the row to be sent again", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the row to be sent again", func() bool { return pending(t, db) == 0 })
 	if got, want := streamIDs(streamMessages(t, direct)), []string{m.ID}; !slices.Equal(got, want) {
 		t.Errorf("stream Nats-Msg-Ids = %v, want %v (the event once)", got, want)
 	}
@@ -247,7 +248,7 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	})
 
 	waitClosed(t, proxy.Stalled(), "the relay process to publish")
-	waitFor(t, waitTimeout, "every event to be stored", func() bool { return len(streamMessages(t, direct)) == len(msgs) })
+	testwait.For(t, waitTimeout, "every event to be stored", func() bool { return len(streamMessages(t, direct)) == len(msgs) })
 	kill()
 
 	leases := map[string]time.Time{}
@@ -277,7 +278,7 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	cfg.Owner = "survivor"
 	cfg.Poll = 20 * time.Millisecond // rows whose lease ends wake nobody: the poll finds them
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "the survivor to send the rows", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the survivor to send the rows", func() bool { return pending(t, db) == 0 })
 
 	for _, m := range msgs {
 		var by string
@@ -341,7 +342,7 @@ func testRelayForgetsLostAcks(t *testing.T, db *sqldb.DB) {
 	insert(t, db, msgs...)
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
 
 	timeouts := 0
 	for _, s := range rec.Ended() {

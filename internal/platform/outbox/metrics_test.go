@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,7 +134,7 @@ func testBacklogGauges(t *testing.T, db *sqldb.DB) {
 
 	natsUp.Store(true)
 	r.Notify()
-	waitFor(t, waitTimeout, "the backlog to drain", func() bool {
+	testwait.For(t, waitTimeout, "the backlog to drain", func() bool {
 		return gauge[int64](t, reader, "blueprint.outbox.pending") == 0
 	})
 	if got := gauge[float64](t, reader, "blueprint.outbox.oldest_pending_age"); got != 0 {
@@ -187,7 +188,7 @@ func testPublishMetrics(t *testing.T, db *sqldb.DB) {
 	insert(t, db, append(msgs, refused)...)
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "the acknowledged rows to be sent and the refused one tried", func() bool {
+	testwait.For(t, waitTimeout, "the acknowledged rows to be sent and the refused one tried", func() bool {
 		return pending(t, db) == 1 && publishCount(t, reader, refused.Subject, "no_responders") >= 1
 	})
 

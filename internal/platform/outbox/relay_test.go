@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"net"
 	"slices"
@@ -40,22 +41,6 @@ import (
 const waitTimeout = 15 * time.Second
 
 var discard = slog.New(slog.DiscardHandler)
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %s: still waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
 
 // eachBackend runs fn once per database backend, in parallel subtests named
 // sqlite and postgres, each with a fresh database holding the orders schema:
@@ -291,7 +276,7 @@ func testRelayPublishesPendingRowsInOrder(t *testing.T, db *sqldb.DB) {
 	insert(t, db, msgs[2], msgs[0], msgs[3], msgs[1])
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
 
 	if got, want := sentIDs(t, db), ids(msgs); !slices.Equal(got, want) {
 		t.Errorf("rows with sent_at = %v, want %v", got, want)
@@ -345,13 +330,13 @@ func testRelayNotifyWakesItBeforeThePoll(t *testing.T, db *sqldb.DB) {
 	runRelay(t, r)
 	// The first round has claimed and sent the row: the relay now waits for
 	// a wake-up or the hour to pass.
-	waitFor(t, waitTimeout, "the first row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the first row to be sent", func() bool { return pending(t, db) == 0 })
 
 	second := newMessage(t, events.OrderCreated, requestSpan(t))
 	insert(t, db, second)
 	r.Notify()
 	r.Notify() // never blocks, however many commits ask
-	waitFor(t, waitTimeout, "the notified row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the notified row to be sent", func() bool { return pending(t, db) == 0 })
 
 	if got, want := streamIDs(streamMessages(t, js)), ids([]outbox.Message{first, second}); !slices.Equal(got, want) {
 		t.Errorf("stream Nats-Msg-Ids = %v, want %v", got, want)
@@ -399,7 +384,7 @@ func testRelayRetriesPrepare(t *testing.T, db *sqldb.DB, failures int) {
 	insert(t, db, msgs...)
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "every row to be sent", func() bool { return pending(t, db) == 0 })
 
 	if got := pendingWhileFailing.Load(); got != int32(len(msgs)) {
 		t.Errorf("Pending() during the last failed Prepare = %d, want %d", got, len(msgs))
@@ -428,7 +413,7 @@ func testRelayNeverMarksARefusedRowSent(t *testing.T, db *sqldb.DB) {
 	insert(t, db, before, lost, after)
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "the acknowledged rows to be sent and the refused one retried", func() bool {
+	testwait.For(t, waitTimeout, "the acknowledged rows to be sent and the refused one retried", func() bool {
 		return pending(t, db) == 1 && minAttempts(t, db, []outbox.Message{lost}) >= 2
 	})
 
@@ -482,7 +467,7 @@ func (n *tcpNATS) start(t *testing.T, storeDir string) {
 func (n *tcpNATS) outage(t *testing.T) {
 	t.Helper()
 	n.stop()
-	waitFor(t, waitTimeout, "the connection to notice the outage", func() bool { return n.nc.Status() != nats.CONNECTED })
+	testwait.For(t, waitTimeout, "the connection to notice the outage", func() bool { return n.nc.Status() != nats.CONNECTED })
 }
 
 func TestRelaySurvivesANATSOutage(t *testing.T) {
@@ -504,7 +489,7 @@ func testRelaySurvivesANATSOutage(t *testing.T, db *sqldb.DB) {
 	first := newMessage(t, events.OrderCreated, sc)
 	insert(t, db, first)
 	r.Notify()
-	waitFor(t, waitTimeout, "the row written before the outage to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the row written before the outage to be sent", func() bool { return pending(t, db) == 0 })
 
 	bus.outage(t)
 	during := newMessages(t, 3, sc)
@@ -513,7 +498,7 @@ func testRelaySurvivesANATSOutage(t *testing.T, db *sqldb.DB) {
 	// The relay keeps trying through the outage (declaring the stream
 	// again before each try) without marking anything sent.
 	before := prepares.Load()
-	waitFor(t, waitTimeout, "the relay to try twice during the outage", func() bool { return prepares.Load() >= before+2 })
+	testwait.For(t, waitTimeout, "the relay to try twice during the outage", func() bool { return prepares.Load() >= before+2 })
 	if n := pending(t, db); n != len(during) {
 		t.Errorf("Pending() during the outage = %d, want %d", n, len(during))
 	}
@@ -522,7 +507,7 @@ func testRelaySurvivesANATSOutage(t *testing.T, db *sqldb.DB) {
 	}
 
 	bus.start(t, storeDir) // same store, same address
-	waitFor(t, waitTimeout, "the rows written during the outage to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the rows written during the outage to be sent", func() bool { return pending(t, db) == 0 })
 	stop()
 
 	want := append([]string{first.ID}, ids(during)...)
@@ -547,14 +532,14 @@ func testRelayRedeclaresAStreamLostWithTheServer(t *testing.T, db *sqldb.DB) {
 	runRelay(t, r)
 	insert(t, db, newMessage(t, events.OrderCreated, requestSpan(t)))
 	r.Notify()
-	waitFor(t, waitTimeout, "the first row to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the first row to be sent", func() bool { return pending(t, db) == 0 })
 
 	bus.outage(t)
 	bus.start(t, t.TempDir()) // a new server that never had the stream
 	m := newMessage(t, events.OrderCreated, requestSpan(t))
 	insert(t, db, m)
 	r.Notify()
-	waitFor(t, waitTimeout, "the row written after the stream was lost to be sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the row written after the stream was lost to be sent", func() bool { return pending(t, db) == 0 })
 	if got, want := streamIDs(streamMessages(t, bus.js)), ids([]outbox.Message{m}); !slices.Equal(got, want) {
 		t.Errorf("stream Nats-Msg-Ids on the new server = %v, want %v", got, want)
 	}
@@ -580,7 +565,7 @@ func testRelayResendIsDeduplicated(t *testing.T, db *sqldb.DB) {
 	}
 
 	runRelay(t, newRelay(t, cfg))
-	waitFor(t, waitTimeout, "the re-sent row to be marked sent", func() bool { return pending(t, db) == 0 })
+	testwait.For(t, waitTimeout, "the re-sent row to be marked sent", func() bool { return pending(t, db) == 0 })
 
 	s, err := js.Stream(t.Context(), events.Stream)
 	if err != nil {
@@ -607,7 +592,7 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 			cfg, _ := newTestConfig(t, db, js)
 			insert(t, db, newMessage(t, events.OrderCreated, requestSpan(t)))
 			stop := runRelay(t, newRelay(t, cfg))
-			waitFor(t, waitTimeout, "the row to be sent", func() bool { return pending(t, db) == 0 })
+			testwait.For(t, waitTimeout, "the row to be sent", func() bool { return pending(t, db) == 0 })
 			return stop
 		}},
 		{"retrying Prepare", func(t *testing.T, db *sqldb.DB) func() {
@@ -616,7 +601,7 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 			var calls atomic.Int32
 			cfg.Prepare = func(context.Context) error { calls.Add(1); return errors.New("never ready") }
 			stop := runRelay(t, newRelay(t, cfg))
-			waitFor(t, waitTimeout, "Prepare to be retried", func() bool { return calls.Load() >= 2 })
+			testwait.For(t, waitTimeout, "Prepare to be retried", func() bool { return calls.Load() >= 2 })
 			return stop
 		}},
 	}
@@ -699,7 +684,7 @@ func TestFailedPublishIsLoggedInItsTrace(t *testing.T) {
 	runRelay(t, newRelay(t, cfg))
 
 	var line map[string]any
-	waitFor(t, waitTimeout, "the failed publish's log line", func() bool {
+	testwait.For(t, waitTimeout, "the failed publish's log line", func() bool {
 		for l := range strings.Lines(logs.String()) {
 			var rec map[string]any
 			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "outbox publish failed" {

@@ -174,19 +174,3 @@ func newReplicaServer(t *testing.T, status int) *replicaServer {
 
 // addr is the host:port the replica listens on.
 func (rs *replicaServer) addr() string { return strings.TrimPrefix(rs.URL, "http://") }
-
-// waitFor polls cond until it holds, failing the test after callWait.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(callWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %s: still waiting for %s", callWait, what)
-		case <-tick.C:
-		}
-	}
-}

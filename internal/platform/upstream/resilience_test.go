@@ -2,6 +2,7 @@ package upstream_test
 
 import (
 	"context"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"net/http"
 	"slices"
 	"strings"
@@ -272,7 +273,7 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 
 	// The replica recovers; after the delay a probe finds out.
 	srv.status.Store(http.StatusOK)
-	waitFor(t, "a probe to go through", func() bool {
+	testwait.For(t, callWait, "a probe to go through", func() bool {
 		resp, err := do(t, ctx, cl.Client, get)
 		return err == nil && resp.Status == http.StatusOK
 	})

@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"errors"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -85,7 +86,7 @@ func TestRunResolvesLocalhost(t *testing.T) {
 
 	runClient(t, cl.Client)
 	want := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitFor(t, "Run to resolve localhost", func() bool { return slices.Contains(cl.breakerReplicas(t), want) })
+	testwait.For(t, callWait, "Run to resolve localhost", func() bool { return slices.Contains(cl.breakerReplicas(t), want) })
 	for range 4 {
 		// localhost may also be ::1, where nothing listens: that replica's
 		// refusals are retried on 127.0.0.1.
@@ -164,14 +165,14 @@ func TestRunFollowsDNS(t *testing.T) {
 		}
 	}
 
-	waitFor(t, "one replica", replicasAre("127.0.0.1"))
+	testwait.For(t, callWait, "one replica", replicasAre("127.0.0.1"))
 	calls(4)
 	if len(one.seen()) != 4 || len(two.seen()) != 0 {
 		t.Fatalf("with one address: replicas got %d and %d calls, want 4 and 0", len(one.seen()), len(two.seen()))
 	}
 
 	res.set(nil, "127.0.0.2", "127.0.0.1")
-	waitFor(t, "two replicas", replicasAre("127.0.0.1", "127.0.0.2"))
+	testwait.For(t, callWait, "two replicas", replicasAre("127.0.0.1", "127.0.0.2"))
 	calls(4)
 	if len(one.seen()) != 6 || len(two.seen()) != 2 {
 		t.Errorf("with two addresses: replicas got %d and %d of 4 calls, want 2 each", len(one.seen())-4, len(two.seen()))
@@ -184,7 +185,7 @@ func TestRunFollowsDNS(t *testing.T) {
 
 	res.set(errors.New("server misbehaving"))
 	n := res.lookups.Load()
-	waitFor(t, "two failed lookups", func() bool { return res.lookups.Load() >= n+2 })
+	testwait.For(t, callWait, "two failed lookups", func() bool { return res.lookups.Load() >= n+2 })
 	if !replicasAre("127.0.0.1", "127.0.0.2")() {
 		t.Errorf("replicas after failed lookups = %v, want the two known", cl.breakerReplicas(t))
 	}
@@ -193,7 +194,7 @@ func TestRunFollowsDNS(t *testing.T) {
 	}
 
 	res.set(nil, "127.0.0.2")
-	waitFor(t, "one replica again", replicasAre("127.0.0.2"))
+	testwait.For(t, callWait, "one replica again", replicasAre("127.0.0.2"))
 	before := len(one.seen())
 	calls(4)
 	if got := len(one.seen()) - before; got != 0 {
@@ -201,7 +202,7 @@ func TestRunFollowsDNS(t *testing.T) {
 	}
 
 	res.set(&net.DNSError{Err: "no such host", Name: "users.internal", IsNotFound: true})
-	waitFor(t, "no replica", replicasAre())
+	testwait.For(t, callWait, "no replica", replicasAre())
 	resp, err := do(t, context.Background(), cl.Client, get)
 	if ae := wantKind(t, "Do() with no replica", resp, err, apperr.Unavailable); ae.RetryAfter < 1 {
 		t.Errorf("Do() with no replica RetryAfter = %d, want at least 1", ae.RetryAfter)
@@ -214,6 +215,6 @@ func TestRunFollowsDNS(t *testing.T) {
 		t.Errorf("no-replica log lines = %v, want one WARN", lines)
 	}
 	res.set(nil, "127.0.0.1")
-	waitFor(t, "the name to resolve again", replicasAre("127.0.0.1"))
+	testwait.For(t, callWait, "the name to resolve again", replicasAre("127.0.0.1"))
 	calls(1)
 }
