@@ -1,19 +1,16 @@
 package observability
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -52,18 +49,11 @@ func TestQueriesReturnData(t *testing.T) {
 	queries := prometheusQueries(t)
 
 	dir := t.TempDir()
-	redis := localcluster.FreeAddr() // nothing listens there
 	c := harness.StartCluster(t, localcluster.Config{
 		Binary:   harness.Build(t, dir),
 		Dir:      filepath.Join(dir, "cluster"),
 		AllInOne: true,
-		Env: []string{
-			"BLUEPRINT_CHAOS=true",
-			"NOTIFICATIONS_MAX_DELIVER=2",
-			"GATEWAY_MAX_IN_FLIGHT=4",
-			"LOGIN_FAILURE_LIMIT=2",
-			"REDIS_URL=redis://" + redis + "/0",
-		},
+		Env:      faultEnv(),
 	})
 	prom := startPrometheus(t, promBin, filepath.Join(dir, "prometheus"), c.OpsURLs)
 
@@ -111,6 +101,18 @@ func TestQueriesReturnData(t *testing.T) {
 	}.Encode(), &ex)
 	if len(ex.Data) == 0 || len(ex.Data[0].Exemplars) == 0 || ex.Data[0].Exemplars[0].Labels["trace_id"] == "" {
 		t.Errorf("query_exemplars = %+v, want exemplars with a trace_id", ex)
+	}
+}
+
+// faultEnv configures the system for the faults load makes (see
+// TestQueriesReturnData).
+func faultEnv() []string {
+	return []string{
+		"BLUEPRINT_CHAOS=true",
+		"NOTIFICATIONS_MAX_DELIVER=2",
+		"GATEWAY_MAX_IN_FLIGHT=4",
+		"LOGIN_FAILURE_LIMIT=2",
+		"REDIS_URL=redis://" + localcluster.FreeAddr() + "/0", // nothing listens there
 	}
 }
 
@@ -250,57 +252,13 @@ func startPrometheus(t *testing.T, bin, dir string, ops map[string]string) *prom
 	}
 
 	addr := localcluster.FreeAddr()
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
+	harness.StartDaemon(t, "prometheus", dir, "http://"+addr+"/-/ready", bin,
 		"--config.file="+conf,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr,
 		"--enable-feature=exemplar-storage",
 		"--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(waited) }() // ends when Prometheus exits, at cleanup at the latest
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-waited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
-		}
-		logf.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				t.Logf("--- prometheus.log\n%s", b)
-			}
-		}
-	})
-
-	p := &promServer{url: "http://" + addr, http: &http.Client{Timeout: 10 * time.Second}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		resp, err := p.http.Get(p.url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-waited:
-			t.Fatalf("prometheus exited at start; see %s", logf.Name())
-		case <-ctx.Done():
-			t.Fatalf("prometheus not ready after 30 s")
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return &promServer{url: "http://" + addr, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // instant runs an instant query and returns how many series (or a scalar,
