@@ -148,6 +148,7 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		version:   version(),
 		listeners: map[string]net.Listener{},
 	}
+	telemetry.ReportErrorsTo(s.logger)
 	return s.run(ctx, start)
 }
 

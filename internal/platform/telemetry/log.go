@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/contrib/bridges/otelslog"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -52,6 +53,18 @@ func NewLogger(w io.Writer, format LogFormat, terminal bool, level slog.Level) *
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(contextHandler{Handler: h})
+}
+
+// ReportErrorsTo makes what the OpenTelemetry SDK cannot do — above all an
+// export that failed while the collector is away — a warning on logger,
+// where the SDK would print a plain line on stderr that log pipelines do
+// not parse. The SDK has one error handler per process, so this is the one
+// process-wide setting of the package; the errors name the signal
+// ("traces export: …", or the /v1/logs URL) and the collector's address.
+func ReportErrorsTo(logger *slog.Logger) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("telemetry error", "error", err)
+	}))
 }
 
 // Logger returns the service's logger: base, and when logs are exported

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // testSpan is the span context of a request being served.
@@ -286,5 +290,31 @@ func TestRequestID(t *testing.T) {
 				t.Errorf("RequestID() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSDKErrorsAreLogged: a span export that fails because the collector
+// is away becomes a warning in the process's log, naming the signal and
+// the address, instead of a plain line on stderr.
+func TestSDKErrorsAreLogged(t *testing.T) {
+	// Not parallel: the SDK's error handler and the variables its
+	// exporters read are the process's.
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10")     // export at once
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "200") // and give up soon
+	var buf logtest.Buffer
+	telemetry.ReportErrorsTo(telemetry.NewLogger(&buf, telemetry.LogJSON, false, slog.LevelInfo))
+	t.Cleanup(func() { telemetry.ReportErrorsTo(slog.New(slog.NewTextHandler(os.Stderr, nil))) })
+
+	endpoint := closedEndpoint(t)
+	p := newTestProviders(t, "gateway", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint + "/v1/traces"})
+	_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
+	span.End()
+
+	testwait.For(t, 10*time.Second, "a telemetry error logged", func() bool {
+		return len(buf.Records(t, "telemetry error")) > 0
+	})
+	rec := buf.Records(t, "telemetry error")[0]
+	if msg, _ := rec["error"].(string); rec["level"] != "WARN" || !strings.Contains(msg, "traces") || !strings.Contains(msg, strings.TrimPrefix(endpoint, "http://")) {
+		t.Errorf("logged %v, want a WARN whose error names the traces export and %s", rec, endpoint)
 	}
 }

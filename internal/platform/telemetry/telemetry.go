@@ -1,8 +1,8 @@
 // Package telemetry builds the OpenTelemetry providers and the slog logger of
-// one service. Nothing here is global: every service gets its own providers
-// (its own service.name, its own Prometheus registry) and passes them
-// explicitly, so in `all` mode four services in one process still report as
-// four services.
+// one service. Nothing here is global but the SDK's error handler
+// (ReportErrorsTo): every service gets its own providers (its own
+// service.name, its own Prometheus registry) and passes them explicitly, so
+// in `all` mode four services in one process still report as four services.
 //
 // Traces are always recorded (so every response and log line has a trace
 // id). Metrics are always served by the service's ops listener at /metrics.
