@@ -41,7 +41,8 @@ func TestCollectorConfigValid(t *testing.T) {
 //     /metrics, is on the collector's Prometheus endpoint too, under the
 //     same name and with the same `service` label, and the gateway's
 //     latency buckets carry exemplars. The Prometheus client's own Go and
-//     process collectors serve /metrics only, so they are left out.
+//     process collectors serve /metrics only, so they are left out;
+//   - each series has the process's service.instance.id as its instance.
 func TestCollectorCarriesEverySignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the system and a collector; skipped with -short")
@@ -120,6 +121,12 @@ func TestCollectorCarriesEverySignal(t *testing.T) {
 	exemplar := regexp.MustCompile(`(?m)^http_server_request_duration_seconds_bucket\{[^}]*service="gateway"[^}]*\} \S+ # \{[^}]*trace_id="[0-9a-f]{32}"`)
 	if !exemplar.Match(body) {
 		t.Errorf("no gateway latency bucket with a trace_id exemplar on the collector's OpenMetrics endpoint")
+	}
+	// Each process's service.instance.id is the instance label, so that
+	// replicas of a service stay apart.
+	instance := regexp.MustCompile(`(?m)^blueprint_orders_created_total\{[^}]*instance="[0-9a-f-]{36}"`)
+	if !instance.Match(body) {
+		t.Errorf("blueprint_orders_created_total on the collector's endpoint has no instance label from service.instance.id")
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/contrib/instrumentation/runtime"
@@ -130,6 +131,15 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 			return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
 		}
 		if res, err = resource.Merge(resource.NewSchemaless(attrs...), res); err != nil {
+			return nil, fmt.Errorf("telemetry resource: %w", err)
+		}
+	}
+	// service.instance.id tells replicas apart where nothing else does: a
+	// collector's prometheus exporter makes it the `instance` label, and
+	// without it two replicas' counters would land on one series. A new one
+	// at each start, unless OTEL_RESOURCE_ATTRIBUTES names one (a pod name).
+	if _, ok := res.Set().Value(semconv.ServiceInstanceIDKey); !ok {
+		if res, err = resource.Merge(res, resource.NewSchemaless(semconv.ServiceInstanceID(uuid.NewString()))); err != nil {
 			return nil, fmt.Errorf("telemetry resource: %w", err)
 		}
 	}

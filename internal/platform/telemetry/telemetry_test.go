@@ -209,6 +209,11 @@ func TestNewResource(t *testing.T) {
 			want: map[string]string{"service.name": "gateway", "deployment.environment": "prod"},
 		},
 		{
+			name: "OTEL_RESOURCE_ATTRIBUTES names the instance",
+			vars: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=gateway-7f9c"},
+			want: map[string]string{"service.name": "gateway", "service.instance.id": "gateway-7f9c"},
+		},
+		{
 			name: "OTEL_SERVICE_NAME cannot rename the service",
 			vars: map[string]string{"OTEL_SERVICE_NAME": "impostor", "OTEL_RESOURCE_ATTRIBUTES": "team=core"},
 			want: map[string]string{"service.name": "gateway", "team": "core"},
@@ -233,6 +238,28 @@ func TestNewResource(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNewNamesEachInstance: without OTEL_RESOURCE_ATTRIBUTES naming one,
+// every start gets a service.instance.id of its own, so two replicas
+// pushing the same metric stay two series.
+func TestNewNamesEachInstance(t *testing.T) {
+	t.Parallel()
+	ids := map[string]bool{}
+	for range 2 {
+		p := newTestProviders(t, "orders", nil)
+		rec := recordSpans(t, p)
+		_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
+		span.End()
+		v, _ := rec.Ended()[0].Resource().Set().Value("service.instance.id")
+		if v.AsString() == "" {
+			t.Fatalf("resource %v has no service.instance.id", rec.Ended()[0].Resource())
+		}
+		ids[v.AsString()] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("two starts share service.instance.id %v, want one each", ids)
 	}
 }
 
