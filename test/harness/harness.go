@@ -1,8 +1,10 @@
 // Package harness is what the process-level suites (test/cluster,
-// test/fault) share: building the binary, a client load that behaves like a
-// careful client (one Idempotency-Key per order, the same key again after
-// any failure), and the invariants every run must end with, read from the
-// databases and the streams themselves.
+// test/fault, test/resilience, test/perf, deploy/observability) share:
+// building the binary, a client load that behaves like a careful client
+// (one Idempotency-Key per order, the same key again after any failure),
+// the invariants every run must end with, read from the databases and the
+// streams themselves, and the servers beside the system (Prometheus, the
+// OpenTelemetry Collector on the shipped config).
 package harness
 
 import (
