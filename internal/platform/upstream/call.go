@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
@@ -113,6 +114,11 @@ func (cl *call) send(ctx context.Context, r *replica, n int, prev *outcome) *out
 		body = bytes.NewReader(cl.req.Body)
 	}
 	ctx = withAttempt(ctx, attemptInfo{n: n, replica: r.addr, prev: prev})
+	// otelhttp's client duration histogram then names the upstream, not
+	// only the replica's address (127.0.0.1:3002 in `all` mode).
+	labeler := &otelhttp.Labeler{}
+	labeler.Add(attrUpstream.String(c.cfg.Service))
+	ctx = otelhttp.ContextWithClientLabeler(ctx, labeler)
 	hr, err := http.NewRequestWithContext(ctx, cl.req.Method, r.target.base+cl.req.Path, body)
 	if err != nil {
 		return &outcome{err: fmt.Errorf("%s request: %w", c.cfg.Service, err), verdict: unjudged}

@@ -2,7 +2,6 @@ package upstream_test
 
 import (
 	"context"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 )

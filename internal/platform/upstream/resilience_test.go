@@ -2,7 +2,6 @@ package upstream_test
 
 import (
 	"context"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,10 +10,12 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 )
 
@@ -391,6 +392,30 @@ func TestOpenReplicaIsSkipped(t *testing.T) {
 	}
 	if s, _ := cl.breakerState(t, "users", good.addr()); s != 0 {
 		t.Errorf("healthy replica's breaker state = %d, want 0 (closed)", s)
+	}
+}
+
+// TestClientDurationNamesTheUpstream: http.client.request.duration tells
+// the upstream apart by name, whatever its replicas' addresses, so the
+// Gateway dashboard shows "users", not 127.0.0.1:3002.
+func TestClientDurationNamesTheUpstream(t *testing.T) {
+	t.Parallel()
+	c := newTestCaller(t)
+	srv := newReplicaServer(t, http.StatusOK)
+	cl := c.observedClient(t, upstream.Config{Service: "orders", URLs: []string{srv.URL}})
+	mustDo(t, context.Background(), cl.Client, get)
+
+	m, ok := cl.metric(t, "http.client.request.duration")
+	if !ok {
+		t.Fatal("no http.client.request.duration recorded")
+	}
+	var names []string
+	for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+		v, _ := dp.Attributes.Value("upstream")
+		names = append(names, v.AsString())
+	}
+	if !slices.Equal(names, []string{"orders"}) {
+		t.Errorf("upstream attribute of the client duration's points = %q, want [orders]", names)
 	}
 }
 
