@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"log/slog"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/notifications"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestDLQCommand runs the whole system the way docs/dead-letters.md says

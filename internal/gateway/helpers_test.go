@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 )
 
 // testGateway is a Gateway with its logs, metrics and token issuer in reach

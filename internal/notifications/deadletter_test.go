@@ -2,7 +2,6 @@ package notifications
 
 import (
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 const testTraceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -1,8 +1,6 @@
 package notifications
 
 import (
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,7 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestWorkerHeartbeatsKeepASlowDelivery: a delivery that takes longer than

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind: the

@@ -1,13 +1,13 @@
 package notifications
 
 import (
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // series returns the series of the named family in the service's registry,

@@ -2,12 +2,13 @@ package notifications
 
 import (
 	"context"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // attemptMsg is a real JetStream message, fetched from the real server,

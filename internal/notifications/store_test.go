@@ -1,12 +1,12 @@
 package notifications
 
 import (
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 func TestRecordIsIdempotentPerEvent(t *testing.T) {

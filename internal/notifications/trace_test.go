@@ -3,8 +3,6 @@ package notifications
 import (
 	"context"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"strings"
 	"testing"
@@ -18,7 +16,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 func TestWorkerContinuesTheEventsTrace(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // testWebhookSecret is the Standard Webhooks specification's example secret.

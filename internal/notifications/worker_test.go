@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"slices"
 	"strings"
@@ -18,7 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 func TestWorkerNotifiesOnOrderCreated(t *testing.T) {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestUpstreamFailuresBecomeProblems runs the gateway alone in front of

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"github.com/ds-blueprint/blueprint/test/harness"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/gateway/gatewaytest"
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/test/harness"
 )
 
 // limitEnv limits every client IP and every user to a burst of `burst`

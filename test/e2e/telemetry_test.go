@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/hex"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"net/http"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry/telemetrytest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestOneTraceFromOrderToNotification places one order with the whole system

@@ -3,7 +3,6 @@ package chaos_test
 import (
 	"context"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 )
 
 // The routes of the test service: two HTTP routes and two fault points.

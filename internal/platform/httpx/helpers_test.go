@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
 

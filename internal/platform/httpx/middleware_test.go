@@ -2,7 +2,6 @@ package httpx_test
 
 import (
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
 

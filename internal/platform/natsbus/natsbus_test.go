@@ -3,7 +3,6 @@ package natsbus_test
 import (
 	"context"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"net"
 	"net/url"
@@ -19,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // waitTimeout bounds every wait for a connection to change state. The

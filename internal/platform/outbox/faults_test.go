@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"bytes"
 	"context"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"io"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // startTCPNATS runs an embedded server that also listens on a loopback port,

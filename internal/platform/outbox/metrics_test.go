@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // findMetric collects what reader holds now and returns the metric named name.

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"log/slog"
 	"net"
 	"slices"
@@ -28,12 +26,14 @@ import (
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 	"github.com/ds-blueprint/blueprint/internal/orders"
+	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // waitTimeout bounds every wait for the relay. Relay back-off tops out at

@@ -3,7 +3,6 @@ package upstream_test
 import (
 	"context"
 	"errors"
-	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 )
 
