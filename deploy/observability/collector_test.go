@@ -30,8 +30,9 @@ func TestCollectorConfigValid(t *testing.T) {
 }
 
 // TestCollectorCarriesEverySignal runs the shipped collector config with
-// only its addresses changed: Tempo and Loki are OTLP receivers inside the
-// test, the prometheus exporter listens on a free port. The system, all
+// only its addresses changed (and its own metrics listener off): Tempo and
+// Loki are OTLP receivers inside the test, the prometheus exporter listens
+// on a free port. The system, all
 // in one binary, exports every signal to it under the traffic and faults
 // of TestQueriesReturnData. Then:
 //   - Tempo has the trace of an order, from the gateway's request to the
@@ -69,14 +70,15 @@ func TestCollectorCarriesEverySignal(t *testing.T) {
 
 	// Series the dashboards and rules read: a name in one of their
 	// expressions, served by a service on /metrics.
-	var exprs strings.Builder
+	read := map[string]bool{}
+	identifier := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
 	for _, q := range queries {
-		exprs.WriteString(q.expr + "\n")
+		for _, name := range identifier.FindAllString(q.expr, -1) {
+			read[name] = true
+		}
 	}
 	scrapedOnly := clientCollectorFamilies(t)
-	wanted := func(name string) bool {
-		return !scrapedOnly[familyOf(name)] && regexp.MustCompile(`\b`+regexp.QuoteMeta(name)+`\b`).MatchString(exprs.String())
-	}
+	wanted := func(name string) bool { return read[name] && !scrapedOnly[familyOf(name)] }
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -84,15 +86,20 @@ func TestCollectorCarriesEverySignal(t *testing.T) {
 		var missing []string
 		pushed := seriesByService(t, "http://"+promAddr+"/metrics", "")
 		for service, ops := range c.OpsURLs {
+			n := 0
 			for name := range seriesByService(t, "http://"+ops+"/metrics", service) {
 				if !wanted(name) {
 					continue
 				}
-				checked++
+				n++
 				if !pushed[name][service] {
 					missing = append(missing, name+`{service="`+service+`"}`)
 				}
 			}
+			if n == 0 {
+				t.Fatalf("no series of %s's /metrics is read by a dashboard or rule: the check would check nothing", service)
+			}
+			checked += n
 		}
 		traceID, spansOK := orderTrace(tempo.Spans())
 		logsOK := logsOfEveryService(loki.Logs(), traceID)
@@ -184,10 +191,11 @@ func seriesByService(t *testing.T, url, service string) map[string]map[string]bo
 	label := regexp.MustCompile(`[{,]service="([^"]+)"`)
 	series := map[string]map[string]bool{}
 	for line := range strings.Lines(string(body)) {
-		if line == "" || line[0] == '#' {
-			continue
+		end := strings.IndexAny(line, "{ ")
+		if line[0] == '#' || end <= 0 {
+			continue // a comment, or a blank line
 		}
-		name := line[:strings.IndexAny(line, "{ ")]
+		name := line[:end]
 		s := service
 		if m := label.FindStringSubmatch(line); m != nil {
 			s = m[1]

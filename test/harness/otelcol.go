@@ -11,7 +11,7 @@ import (
 
 // Collector is an OpenTelemetry Collector running the shipped config,
 // deploy/observability/otel-collector.yaml, with only its addresses
-// changed.
+// changed and its own metrics listener (:8888) off.
 type Collector struct {
 	// OTLP is its OTLP/HTTP receiver, the services' OTEL_EXPORTER_OTLP_ENDPOINT.
 	OTLP string
@@ -44,6 +44,7 @@ func OtelcolBinary(t testing.TB) string {
 // would to http://tempo:4318 and http://loki:3100/otlp).
 func StartCollector(t testing.TB, dir, tempoURL, lokiURL string) *Collector {
 	t.Helper()
+	bin := OtelcolBinary(t)
 	c := &Collector{Prometheus: localcluster.FreeAddr()}
 	otlp, health := localcluster.FreeAddr(), localcluster.FreeAddr()
 	c.OTLP = "http://" + otlp
@@ -59,7 +60,7 @@ func StartCollector(t testing.TB, dir, tempoURL, lokiURL string) *Collector {
 	} {
 		args = append(args, "--set="+kv[0]+"="+kv[1])
 	}
-	cmd := StartDaemon(t, "otelcol", dir, "http://"+health+"/", OtelcolBinary(t), args...)
+	cmd := StartDaemon(t, "otelcol", dir, "http://"+health+"/", bin, args...)
 	c.Pid = cmd.Process.Pid
 	return c
 }

@@ -31,6 +31,7 @@ import (
 // CPU time per request. The collector's own CPU is printed apart: on this
 // machine it competes with the binary for the same cores.
 func TestTracingCost(t *testing.T) {
+	harness.OtelcolBinary(t) // skips before the build when there is none
 	dir := t.TempDir()
 	bin := harness.Build(t, dir)
 	tempo := telemetrytest.NewCollector(t)

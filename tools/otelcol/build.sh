@@ -2,9 +2,9 @@
 # Builds the OpenTelemetry Collector described by manifest.yaml with the
 # official collector builder (ocb, pinned by this module's go.mod) and
 # prints the binary's path. The binary is cached under
-# ${XDG_CACHE_HOME:-~/.cache}/blueprint by the hash of the manifest, this
-# module and the Go version, so only the first run builds (about 5 minutes
-# and 2.4 GB of module cache on 2 cores); the next ones print the path.
+# ${XDG_CACHE_HOME:-~/.cache}/blueprint by a hash of this directory's files
+# and the Go version, so only the first run builds (about 5 minutes and
+# 2.4 GB of module cache on 2 cores); the next ones print the path.
 #
 #   otelcol=$(tools/otelcol/build.sh)
 #   "$otelcol" validate --config=deploy/observability/otel-collector.yaml
@@ -14,20 +14,24 @@ cd "$(dirname "$0")"
 # -mod=readonly (set by .ci/run for Blueprint's own module) would refuse.
 export GOFLAGS=
 
-key=$({ cat manifest.yaml go.mod go.sum; go version; } | sha256sum | cut -c1-16)
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/blueprint/otelcol-$key"
-bin="$cache/otelcol-blueprint"
+root="${XDG_CACHE_HOME:-$HOME/.cache}/blueprint"
+key=$({ cat build.sh manifest.yaml go.mod go.sum; go version; } | sha256sum | cut -c1-16)
+bin="$root/otelcol-$key/otelcol-blueprint"
 if [ ! -x "$bin" ]; then
-  mkdir -p "$cache"
+  mkdir -p "$root"
   (
-    flock 9 # one build at a time; a waiting run finds the binary built
+    # One build at a time, whatever its key: they share _build. A run that
+    # waited finds the binary built.
+    flock 9
     if [ ! -x "$bin" ]; then
-      echo "building the collector of tools/otelcol/manifest.yaml into $cache" >&2
+      echo "building the collector of tools/otelcol/manifest.yaml into $(dirname "$bin")" >&2
       rm -rf _build
       go tool builder --config=manifest.yaml >&2
-      mv _build/otelcol-blueprint "$bin.tmp" && mv "$bin.tmp" "$bin"
+      mkdir -p "$(dirname "$bin")"
+      mv _build/otelcol-blueprint "$bin.tmp"
+      mv "$bin.tmp" "$bin"
       rm -rf _build
     fi
-  ) 9>"$cache/.lock"
+  ) 9>"$root/otelcol.lock"
 fi
 echo "$bin"
