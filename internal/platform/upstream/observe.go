@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -54,13 +55,13 @@ func newObserver(c *Client) (*observer, error) {
 		return nil, err
 	}
 	state, err := m.Int64ObservableGauge("blueprint.upstream.breaker.state",
-		metric.WithDescription("Circuit breaker of each upstream replica: 0 closed, 1 half-open, 2 open."))
+		metric.WithDescription("Circuit breaker of each upstream replica: 0 closed, 1 half-open (or open with its delay over: the next call probes), 2 open."))
 	if err != nil {
 		return nil, err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
 		for _, r := range *c.replicas.Load() {
-			obs.ObserveInt64(state, stateValue(r.breaker.State()),
+			obs.ObserveInt64(state, stateValue(r.breaker.State(), r.breaker.RemainingDelay()),
 				metric.WithAttributes(o.upstream, attrReplica.String(r.addr)))
 		}
 		return nil
@@ -68,13 +69,16 @@ func newObserver(c *Client) (*observer, error) {
 	return o, err
 }
 
-// stateValue orders the states by how much they refuse.
-func stateValue(s circuitbreaker.State) int64 {
-	switch s {
-	case circuitbreaker.HalfOpenState:
-		return 1
-	case circuitbreaker.OpenState:
+// stateValue orders the states by how much they refuse. An open breaker
+// whose delay is over reads half-open: the breaker itself moves only when a
+// call comes, but that call will be a probe, and an upstream nobody calls
+// after a failure should not look open for ever.
+func stateValue(s circuitbreaker.State, remainingDelay time.Duration) int64 {
+	switch {
+	case s == circuitbreaker.OpenState && remainingDelay > 0:
 		return 2
+	case s == circuitbreaker.OpenState, s == circuitbreaker.HalfOpenState:
+		return 1
 	}
 	return 0
 }

@@ -272,7 +272,13 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 		t.Errorf("blueprint.upstream.rejections{reason=breaker_open} = %d, want 3", got)
 	}
 
-	// The replica recovers; after the delay a probe finds out.
+	// Once the delay is over the gauge reads half-open before any call
+	// comes: the next one will be a probe.
+	testwait.For(t, callWait, "the breaker gauge to read 1 (half-open) after the delay, with no call", func() bool {
+		return state() == 1
+	})
+
+	// The replica recovers; a probe finds out.
 	srv.status.Store(http.StatusOK)
 	testwait.For(t, callWait, "a probe to go through", func() bool {
 		resp, err := do(t, ctx, cl.Client, get)
