@@ -109,23 +109,32 @@ func TestAccessTokensClockSkew(t *testing.T) {
 		{name: "issuer ahead beyond skew", verify: -31 * time.Second, wantErr: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			at, _, clock := newTestAccessTokens(t)
-			token, _, err := at.Issue("user-1")
-			if err != nil {
-				t.Fatalf("Issue() = %v, want nil", err)
-			}
-			clock.Advance(tt.verify)
-			got, err := at.Verify(token)
-			if tt.wantErr {
-				wantUnauthorized(t, fmt.Sprintf("Verify(token) %v after issue", tt.verify), got, err)
-				return
-			}
-			if err != nil || got != "user-1" {
-				t.Errorf("Verify(token) %v after issue = %q, %v, want %q, nil", tt.verify, got, err, "user-1")
-			}
-		})
+		// Verified once at issue, the token is remembered: the answer
+		// later must be the same as a first verification's.
+		for _, seen := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, verified at issue %v", tt.name, seen), func(t *testing.T) {
+				t.Parallel()
+				at, _, clock := newTestAccessTokens(t)
+				token, _, err := at.Issue("user-1")
+				if err != nil {
+					t.Fatalf("Issue() = %v, want nil", err)
+				}
+				if seen {
+					if _, err := at.Verify(token); err != nil {
+						t.Fatalf("Verify(token) at issue = %v, want nil", err)
+					}
+				}
+				clock.Advance(tt.verify)
+				got, err := at.Verify(token)
+				if tt.wantErr {
+					wantUnauthorized(t, fmt.Sprintf("Verify(token) %v after issue", tt.verify), got, err)
+					return
+				}
+				if err != nil || got != "user-1" {
+					t.Errorf("Verify(token) %v after issue = %q, %v, want %q, nil", tt.verify, got, err, "user-1")
+				}
+			})
+		}
 	}
 }
 

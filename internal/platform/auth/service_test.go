@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -151,22 +152,31 @@ func TestServiceVerifierExpiry(t *testing.T) {
 		{name: "an hour later", after: time.Hour, wantErr: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			kr := newTestKeyring(t)
-			clock := newTestClock(t)
-			v := newUsersVerifier(t, kr, clock.Now)
-			token := mint(t, auth.NewMinter("gateway", kr.Identities["gateway"], clock.Now), "users", "user-1")
-			clock.Advance(tt.after)
-			got, err := v.Verify(token)
-			if tt.wantErr {
-				wantUnauthorized(t, "Verify(token) after "+tt.after.String(), got, err)
-				return
-			}
-			if want := (auth.Caller{Service: "gateway", Subject: "user-1"}); err != nil || got != want {
-				t.Errorf("Verify(token) after %v = %+v, %v, want %+v, nil", tt.after, got, err, want)
-			}
-		})
+		// Verified once when minted, the token is remembered: the answer
+		// later must be the same as a first verification's.
+		for _, seen := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, verified when minted %v", tt.name, seen), func(t *testing.T) {
+				t.Parallel()
+				kr := newTestKeyring(t)
+				clock := newTestClock(t)
+				v := newUsersVerifier(t, kr, clock.Now)
+				token := mint(t, auth.NewMinter("gateway", kr.Identities["gateway"], clock.Now), "users", "user-1")
+				if seen {
+					if _, err := v.Verify(token); err != nil {
+						t.Fatalf("Verify(token) when minted = %v, want nil", err)
+					}
+				}
+				clock.Advance(tt.after)
+				got, err := v.Verify(token)
+				if tt.wantErr {
+					wantUnauthorized(t, "Verify(token) after "+tt.after.String(), got, err)
+					return
+				}
+				if want := (auth.Caller{Service: "gateway", Subject: "user-1"}); err != nil || got != want {
+					t.Errorf("Verify(token) after %v = %+v, %v, want %+v, nil", tt.after, got, err, want)
+				}
+			})
+		}
 	}
 }
 

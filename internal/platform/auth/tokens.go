@@ -3,7 +3,6 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -104,6 +103,17 @@ func verify(token, typ, issuer, audience string, now func() time.Time,
 	return claims, nil
 }
 
+// verifiedWindow is when verify, given the same token again, would accept
+// it: its iat and exp with clockSkew either side. A verifier that caches a
+// token it accepted for this window answers exactly as verify would, with
+// one signature check per token instead of one per request.
+func verifiedWindow(c *jwt.RegisteredClaims) (from, until time.Time) {
+	if c.IssuedAt != nil {
+		from = c.IssuedAt.Add(-clockSkew)
+	}
+	return from, c.ExpiresAt.Add(clockSkew)
+}
+
 // compactJWS reports whether token is three base64url segments.
 func compactJWS(token string) bool {
 	dots := 0
@@ -133,16 +143,18 @@ func keyIndex(sets ...[]PublicKey) map[string]PublicKey {
 // AccessTokens issues and verifies the public access tokens. Only the
 // gateway holds one.
 type AccessTokens struct {
-	signing PrivateKey
-	keys    map[string]PublicKey
-	jwks    JWKSet
-	now     func() time.Time
+	signing  PrivateKey
+	keys     map[string]PublicKey
+	jwks     JWKSet
+	now      func() time.Time
+	verified *tokenCache[string, string] // token → user id
 }
 
 // NewAccessTokens signs with signing and accepts any key in verify (the
 // signing key and, during a rotation, the previous one).
 func NewAccessTokens(signing PrivateKey, verify []PublicKey, now func() time.Time) *AccessTokens {
-	return &AccessTokens{signing: signing, keys: keyIndex(verify), jwks: NewJWKSet(verify), now: now}
+	return &AccessTokens{signing: signing, keys: keyIndex(verify), jwks: NewJWKSet(verify), now: now,
+		verified: newTokenCache[string, string]()}
 }
 
 // Issue returns an access token for the user and its lifetime in seconds.
@@ -159,13 +171,21 @@ func (a *AccessTokens) Issue(userID string) (string, int, error) {
 	return token, int(AccessTTL / time.Second), err
 }
 
-// Verify returns the user id of a valid access token, or an Unauthorized error.
+// Verify returns the user id of a valid access token, or an Unauthorized
+// error. A token accepted once is remembered, keyed by its whole text,
+// for as long as it stays valid; forged or broken ones never are.
 func (a *AccessTokens) Verify(token string) (string, error) {
+	now := a.now()
+	if user, ok := a.verified.get(token, now); ok {
+		return user, nil
+	}
 	claims, err := verify(token, accessType, AccessIssuer, AccessAudience, a.now,
 		func(kid, _ string) (PublicKey, bool) { k, ok := a.keys[kid]; return k, ok })
 	if err != nil {
 		return "", err
 	}
+	from, until := verifiedWindow(claims)
+	a.verified.put(token, claims.Subject, from, until, now)
 	return claims.Subject, nil
 }
 
@@ -183,15 +203,17 @@ type Caller struct {
 // ServiceVerifier accepts internal tokens addressed to one service from the
 // services in its trust list.
 type ServiceVerifier struct {
-	self    string
-	trusted map[string]map[string]PublicKey // issuer → kid → key
-	now     func() time.Time
+	self     string
+	trusted  map[string]map[string]PublicKey // issuer → kid → key
+	now      func() time.Time
+	verified *tokenCache[string, Caller]
 }
 
 // NewServiceVerifier returns a verifier for the service self that trusts
 // tokens from the named callers, whose keys it finds in the bundle.
 func NewServiceVerifier(self string, callers []string, bundle Bundle, now func() time.Time) (*ServiceVerifier, error) {
-	v := &ServiceVerifier{self: self, trusted: map[string]map[string]PublicKey{}, now: now}
+	v := &ServiceVerifier{self: self, trusted: map[string]map[string]PublicKey{}, now: now,
+		verified: newTokenCache[string, Caller]()}
 	for _, c := range callers {
 		set, ok := bundle.Services[c]
 		if !ok {
@@ -206,8 +228,14 @@ func NewServiceVerifier(self string, callers []string, bundle Bundle, now func()
 	return v, nil
 }
 
-// Verify checks an internal token and returns who is calling.
+// Verify checks an internal token and returns who is calling. Like
+// AccessTokens.Verify, it remembers the tokens it accepted while they are
+// valid: a Minter sends the same token for 30 s.
 func (v *ServiceVerifier) Verify(token string) (Caller, error) {
+	now := v.now()
+	if c, ok := v.verified.get(token, now); ok {
+		return c, nil
+	}
 	claims, err := verify(token, serviceType, "", v.self, v.now, func(kid, iss string) (PublicKey, bool) {
 		k, ok := v.trusted[iss][kid]
 		return k, ok
@@ -220,7 +248,10 @@ func (v *ServiceVerifier) Verify(token string) (Caller, error) {
 	if claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > ServiceTokenTTL {
 		return Caller{}, unauthorized("lifetime over 60s", nil)
 	}
-	return Caller{Service: claims.Issuer, Subject: claims.Subject}, nil
+	c := Caller{Service: claims.Issuer, Subject: claims.Subject}
+	from, until := verifiedWindow(claims)
+	v.verified.put(token, c, from, until, now)
+	return c, nil
 }
 
 // Minter makes the internal tokens one service sends. A token is reused for
@@ -230,22 +261,12 @@ type Minter struct {
 	service string
 	key     PrivateKey
 	now     func() time.Time
-
-	mu    sync.Mutex
-	cache map[[2]string]cachedToken
+	cache   *tokenCache[[2]string, string]
 }
-
-type cachedToken struct {
-	token   string
-	renewAt time.Time
-}
-
-// maxCachedTokens bounds the cache; expired entries are swept beyond it.
-const maxCachedTokens = 10000
 
 // NewMinter returns a Minter for the service holding key.
 func NewMinter(service string, key PrivateKey, now func() time.Time) *Minter {
-	return &Minter{service: service, key: key, now: now, cache: map[[2]string]cachedToken{}}
+	return &Minter{service: service, key: key, now: now, cache: newTokenCache[[2]string, string]()}
 }
 
 // Token returns a token for a call to audience on behalf of subject (a user
@@ -256,11 +277,10 @@ func (m *Minter) Token(audience, subject string) (string, error) {
 	}
 	k := [2]string{audience, subject}
 	now := m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c, ok := m.cache[k]; ok && now.Before(c.renewAt) {
-		return c.token, nil
+	if token, ok := m.cache.get(k, now); ok {
+		return token, nil
 	}
+	// Two calls that miss at once both sign; either token is good.
 	token, err := sign(m.key, serviceType, jwt.RegisteredClaims{
 		Issuer:    m.service,
 		Subject:   subject,
@@ -271,16 +291,6 @@ func (m *Minter) Token(audience, subject string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(m.cache) >= maxCachedTokens {
-		for ck, c := range m.cache {
-			if !now.Before(c.renewAt) {
-				delete(m.cache, ck)
-			}
-		}
-		if len(m.cache) >= maxCachedTokens {
-			clear(m.cache)
-		}
-	}
-	m.cache[k] = cachedToken{token: token, renewAt: now.Add(ServiceTokenTTL / 2)}
+	m.cache.put(k, token, time.Time{}, now.Add(ServiceTokenTTL/2), now)
 	return token, nil
 }
