@@ -32,9 +32,8 @@ func TestCollectorConfigValid(t *testing.T) {
 // TestCollectorCarriesEverySignal runs the shipped collector config with
 // only its addresses changed (and its own metrics listener off): Tempo and
 // Loki are OTLP receivers inside the test, the prometheus exporter listens
-// on a free port. The system, all
-// in one binary, exports every signal to it under the traffic and faults
-// of TestQueriesReturnData. Then:
+// on a free port. The system, all in one binary, exports every signal to
+// it under the traffic and faults of TestQueriesReturnData. Then:
 //   - Tempo has the trace of an order, from the gateway's request to the
 //     worker's processing of the event;
 //   - Loki has log records of every service, some inside that trace;
@@ -174,6 +173,8 @@ func logsOfEveryService(logs []telemetrytest.LogRecord, traceID string) bool {
 	return inTrace
 }
 
+var serviceLabel = regexp.MustCompile(`[{,]service="([^"]+)"`)
+
 // seriesByService reads a Prometheus text page and returns the services
 // of each series name: those of its `service` labels, or, for a service's
 // own /metrics (which has none), service.
@@ -188,7 +189,6 @@ func seriesByService(t *testing.T, url, service string) map[string]map[string]bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	label := regexp.MustCompile(`[{,]service="([^"]+)"`)
 	series := map[string]map[string]bool{}
 	for line := range strings.Lines(string(body)) {
 		end := strings.IndexAny(line, "{ ")
@@ -197,7 +197,7 @@ func seriesByService(t *testing.T, url, service string) map[string]map[string]bo
 		}
 		name := line[:end]
 		s := service
-		if m := label.FindStringSubmatch(line); m != nil {
+		if m := serviceLabel.FindStringSubmatch(line); m != nil {
 			s = m[1]
 		}
 		if series[name] == nil {
