@@ -15,12 +15,14 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"go.opentelemetry.io/otel/propagation"
 )
 
@@ -37,6 +39,14 @@ type EmbeddedConfig struct {
 	// that routes to the other nodes in Routes (nats://host:port URLs).
 	ClusterListen string
 	Routes        []string
+	// ConfigFile, when set, is a nats-server configuration file read first
+	// (for instance the authorization block `blueprint keys generate`
+	// writes); the fields above override what it says.
+	ConfigFile string
+	// MonitorListen (host:port), when set, serves nats-server's HTTP
+	// monitoring endpoints: /healthz for a container's health check, /varz,
+	// /jsz and the others for people.
+	MonitorListen string
 }
 
 // Embedded is a nats-server running inside this process.
@@ -47,17 +57,26 @@ type Embedded struct {
 // StartEmbedded starts a JetStream-enabled nats-server and waits until it
 // accepts connections.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
-	opts := &server.Options{
-		ServerName: cfg.Name,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		DontListen: cfg.Listen == "",
+	opts := &server.Options{}
+	var err error
+	if cfg.ConfigFile != "" {
+		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
+			return nil, fmt.Errorf("nats config: %w", err)
+		}
 	}
+	opts.ServerName = cfg.Name
+	opts.JetStream = true
+	opts.StoreDir = cfg.StoreDir
+	opts.NoSigs = true
+	opts.DontListen = cfg.Listen == ""
 	if opts.ServerName == "" {
 		opts.ServerName = "blueprint-embedded"
 	}
-	var err error
+	if cfg.MonitorListen != "" {
+		if opts.HTTPHost, opts.HTTPPort, err = splitHostPort(cfg.MonitorListen); err != nil {
+			return nil, fmt.Errorf("embedded nats monitor address: %w", err)
+		}
+	}
 	if cfg.Listen != "" {
 		if opts.Host, opts.Port, err = splitHostPort(cfg.Listen); err != nil {
 			return nil, fmt.Errorf("embedded nats listen address: %w", err)
@@ -169,6 +188,10 @@ type ConnConfig struct {
 	Embedded *Embedded
 	// CredsFile is a NATS credentials file (user JWT and NKey seed).
 	CredsFile string
+	// NKeyFile holds the NKey seed of a user the server knows by its public
+	// key (the nats-<user>.nk files of `blueprint keys generate`). Replies
+	// then come back on InboxPrefix of that key.
+	NKeyFile string
 	// TLS: a CA to trust, and a client certificate and key for mutual TLS.
 	TLSCA, TLSCert, TLSKey string
 	// FailFast makes Connect return the first connection error instead of
@@ -212,6 +235,13 @@ func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
+	if cfg.NKeyFile != "" {
+		nkeyOpts, err := NKeyOptions(cfg.NKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nkeyOpts...)
+	}
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
@@ -229,6 +259,33 @@ func Connect(cfg ConnConfig, logger *slog.Logger) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// NKeyOptions authenticate a connection as the NKey user whose seed is in
+// file, with replies on that user's own inbox prefix.
+func NKeyOptions(file string) ([]nats.Option, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("nats nkey: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("nats nkey %s: %w", file, err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return nil, fmt.Errorf("nats nkey %s: not a user seed", file)
+	}
+	return []nats.Option{
+		nats.Nkey(pub, kp.Sign), // answers the server's challenge; the seed never leaves
+		nats.CustomInboxPrefix(InboxPrefix(pub)),
+	}, nil
+}
+
+// InboxPrefix is where replies to the NKey user pub come back: a prefix of
+// its own instead of the shared _INBOX, so the server can let each user
+// subscribe to its own replies only, and no user can read the replies
+// (JetStream acks, pulled messages) another user asked for.
+func InboxPrefix(pub string) string { return "_INBOX_" + pub }
 
 func serverName(c *nats.Conn, cfg ConnConfig) string {
 	if cfg.Embedded != nil {
