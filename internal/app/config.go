@@ -47,6 +47,7 @@ type Config struct {
 
 	NATSURL            string
 	NATSCreds          string
+	NATSNKey           string
 	NATSTLSCA          string
 	NATSTLSCert        string
 	NATSTLSKey         string
@@ -202,6 +203,8 @@ func (c *Config) registerFlags(f *flags) {
 func (c *Config) registerNATSClientFlags(f *flags, urlUsage string) {
 	f.String(&c.NATSURL, "nats-url", "NATS_URL", "", urlUsage)
 	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
+	f.String(&c.NATSNKey, "nats-nkey", "NATS_NKEY", "",
+		"NATS NKey seed file; empty: each service's nats-<service>.nk in BLUEPRINT_KEYS_DIR, when there")
 	f.String(&c.NATSTLSCA, "nats-tls-ca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers")
 	f.String(&c.NATSTLSCert, "nats-tls-cert", "NATS_TLS_CERT", "", "client certificate file for mutual TLS with NATS")
 	f.String(&c.NATSTLSKey, "nats-tls-key", "NATS_TLS_KEY", "", "client key file for mutual TLS with NATS")
@@ -292,7 +295,7 @@ func (c *Config) validateNATSClient() []error {
 		}
 	}
 	for env, file := range map[string]string{
-		"NATS_CREDS": c.NATSCreds, "NATS_TLS_CA": c.NATSTLSCA, "NATS_TLS_CERT": c.NATSTLSCert, "NATS_TLS_KEY": c.NATSTLSKey,
+		"NATS_CREDS": c.NATSCreds, "NATS_NKEY": c.NATSNKey, "NATS_TLS_CA": c.NATSTLSCA, "NATS_TLS_CERT": c.NATSTLSCert, "NATS_TLS_KEY": c.NATSTLSKey,
 	} {
 		if file == "" {
 			continue
@@ -302,6 +305,9 @@ func (c *Config) validateNATSClient() []error {
 		} else if _, err := os.Stat(file); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", env, err))
 		}
+	}
+	if c.NATSCreds != "" && c.NATSNKey != "" {
+		errs = append(errs, errors.New("NATS_CREDS and NATS_NKEY: set one, not both"))
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY: set both or neither"))

@@ -189,7 +189,7 @@ func (c *Config) connectDeadLetters(stderr io.Writer) (*notifications.DeadLetter
 	logger := telemetry.NewLogger(stderr, telemetry.LogText, false, slog.LevelWarn)
 	nc, err := natsbus.Connect(natsbus.ConnConfig{
 		Name: "blueprint-dlq", URL: c.NATSURL, FailFast: true,
-		CredsFile: c.NATSCreds, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+		CredsFile: c.NATSCreds, NKeyFile: c.NATSNKey, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
 	}, logger)
 	if err != nil {
 		urls := splitList(c.NATSURL)

@@ -166,7 +166,8 @@ func (s *system) openDB(ctx context.Context, m *module) (*sqldb.DB, error) {
 func (s *system) connectNATS(m *module) (jetstream.JetStream, error) {
 	nc, err := natsbus.Connect(natsbus.ConnConfig{
 		Name: "blueprint-" + m.name, URL: s.cfg.NATSURL, Embedded: s.nats,
-		CredsFile: s.cfg.NATSCreds, TLSCA: s.cfg.NATSTLSCA, TLSCert: s.cfg.NATSTLSCert, TLSKey: s.cfg.NATSTLSKey,
+		CredsFile: s.cfg.NATSCreds, NKeyFile: s.natsNKey(m.name),
+		TLSCA: s.cfg.NATSTLSCA, TLSCert: s.cfg.NATSTLSCert, TLSKey: s.cfg.NATSTLSKey,
 	}, m.logger)
 	if err != nil {
 		return nil, err
@@ -177,6 +178,23 @@ func (s *system) connectNATS(m *module) (jetstream.JetStream, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return js, nil
+}
+
+// natsNKey is the NKey seed service authenticates to an external NATS
+// with: NATS_NKEY, else its own nats-<service>.nk among the keys when there
+// is one. The embedded server admits its in-process connections without.
+func (s *system) natsNKey(service string) string {
+	if s.cfg.NATSURL == "" || s.cfg.NATSCreds != "" || s.cfg.NATSNKey != "" {
+		return s.cfg.NATSNKey
+	}
+	if s.cfg.KeysDir == "" {
+		return ""
+	}
+	file := filepath.Join(s.cfg.KeysDir, natsSeedFile(service))
+	if _, err := os.Stat(file); err != nil {
+		return ""
+	}
+	return file
 }
 
 func buildUsers(ctx context.Context, s *system, m *module) error {

@@ -24,6 +24,10 @@ func natsCommand(ctx context.Context, args []string, getenv func(string) string,
 	f.String(&cfg.StoreDir, "store-dir", "", "./.blueprint/nats", "JetStream store directory")
 	f.String(&cfg.ClusterListen, "cluster-listen", "", "", "cluster listen address; empty runs a single server")
 	f.String(&routes, "routes", "", "", "comma-separated nats://host:port cluster URLs of the other nodes")
+	f.String(&cfg.ConfigFile, "config", "", "",
+		"nats-server configuration file read first, e.g. the nats-auth.conf of 'blueprint keys generate' (its users and permissions); flags win")
+	f.String(&cfg.MonitorListen, "monitor-listen", "", "",
+		"HTTP monitoring listen address (/healthz for health checks, /varz, /jsz); empty: none")
 	f.String(&logLevel, "log-level", "", "info", "debug, info, warn or error")
 	if err := f.parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -46,7 +50,8 @@ func natsCommand(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	logger.Info("nats ready", "url", srv.ClientURL(), "cluster", cfg.ClusterListen, "routes", cfg.Routes)
+	logger.Info("nats ready", "url", srv.ClientURL(), "cluster", cfg.ClusterListen, "routes", cfg.Routes,
+		"config", cfg.ConfigFile, "monitor", cfg.MonitorListen)
 	<-ctx.Done()
 	srv.Stop()
 	logger.Info("stopped")

@@ -85,6 +85,10 @@ type Cluster struct {
 	Databases map[string]string
 	// NATSURL lists every node, comma-separated, as services connect.
 	NATSURL string
+	// NATSNKey is the seed of the NATS admin user, for tools and checks
+	// that read the streams (the nodes admit only the users of the keys);
+	// empty in AllInOne mode, whose embedded server needs none.
+	NATSNKey string
 	// OpsURLs are the ops listeners by service, in AllInOne mode.
 	OpsURLs map[string]string
 }
@@ -120,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if cfg.AllInOne {
 		return c, c.startAllInOne(ctx, keys)
 	}
-	if err := c.startNATS(ctx); err != nil {
+	if err := c.startNATS(ctx, keys); err != nil {
 		return nil, err
 	}
 
@@ -245,8 +249,9 @@ func (c *Cluster) DropDatabases(ctx context.Context) error {
 }
 
 // startNATS starts the nodes as a cluster (or one server) and waits for
-// JetStream to have a leader on each.
-func (c *Cluster) startNATS(ctx context.Context) error {
+// JetStream to have a leader on each. They admit only the NATS users of
+// the keys, as a deployment's do: each service connects with its own seed.
+func (c *Cluster) startNATS(ctx context.Context, keys string) error {
 	n := c.cfg.NATSNodes
 	clients, routes := make([]string, n), make([]string, n)
 	for i := range n {
@@ -258,7 +263,8 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 	var urls []string
 	for i := range n {
 		p := &Process{Name: fmt.Sprintf("nats-%d", i+1), URL: "nats://" + clients[i]}
-		args := []string{"nats", "--name", p.Name, "--listen", clients[i], "--store-dir", filepath.Join(c.cfg.Dir, p.Name)}
+		args := []string{"nats", "--name", p.Name, "--listen", clients[i], "--store-dir", filepath.Join(c.cfg.Dir, p.Name),
+			"--config", filepath.Join(keys, "nats-auth.conf")}
 		if n > 1 {
 			var peers []string
 			for _, r := range routes {
@@ -272,6 +278,7 @@ func (c *Cluster) startNATS(ctx context.Context) error {
 		urls = append(urls, p.URL)
 	}
 	c.NATSURL = strings.Join(urls, ",")
+	c.NATSNKey = filepath.Join(keys, "nats-admin.nk")
 	return nil
 }
 

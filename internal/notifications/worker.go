@@ -227,9 +227,20 @@ func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 
 // setup declares the streams and the consumer. It is idempotent, so every
 // replica runs it at start.
+//
+// ORDERS belongs to orders, which declares it and applies changes to it:
+// the worker only creates it when it is missing (so it can start first),
+// and never updates it. A deployed NATS denies notifications the update,
+// since an update could make the stream copy messages the worker may
+// publish (dead letters) in as orders.created.
 func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
-	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, events.StreamConfig(w.cfg.StreamReplicas)); err != nil {
-		return nil, fmt.Errorf("declare stream %s: %w", events.Stream, err)
+	if _, err := w.cfg.JS.Stream(ctx, events.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = w.cfg.JS.CreateStream(ctx, events.StreamConfig(w.cfg.StreamReplicas))
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // orders was first after all
+			return nil, fmt.Errorf("declare stream %s: %w", events.Stream, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", events.Stream, err)
 	}
 	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, DeadLetterStreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", DeadLetterStream, err)

@@ -540,14 +540,17 @@ func TestWorkerRunReturnsPromptlyOnCancel(t *testing.T) {
 	}{
 		{name: "consuming", prepare: func(*testing.T, *testEnv) {}},
 		{
-			// An ORDERS stream on memory storage cannot be updated to the
-			// file storage the worker declares: setup fails until cancel.
+			// A consumer of the worker's name that acks nothing cannot be
+			// updated to the explicit acks the worker declares: setup
+			// fails until cancel.
 			name: "setup failing",
 			prepare: func(t *testing.T, env *testEnv) {
-				cfg := events.StreamConfig(1)
-				cfg.Storage = jetstream.MemoryStorage
-				if _, err := env.js.CreateStream(t.Context(), cfg); err != nil {
+				if _, err := env.js.CreateStream(t.Context(), events.StreamConfig(1)); err != nil {
 					t.Fatalf("create stream: %v", err)
+				}
+				if _, err := env.js.CreateConsumer(t.Context(), events.Stream,
+					jetstream.ConsumerConfig{Durable: ConsumerName, AckPolicy: jetstream.AckNonePolicy}); err != nil {
+					t.Fatalf("create consumer: %v", err)
 				}
 			},
 			wantSetupFails: true,

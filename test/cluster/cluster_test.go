@@ -80,6 +80,7 @@ func runScenario(t *testing.T, kill bool) {
 		Orders:        harness.OpenDB(t, c.Databases["orders"]),
 		Notifications: harness.OpenDB(t, c.Databases["notifications"]),
 		NATSURL:       c.NATSURL,
+		NATSNKey:      c.NATSNKey,
 	}
 	// Every 201 order exists once, has one event in the stream (every
 	// re-send de-duplicated) and one notification; the outbox is empty.

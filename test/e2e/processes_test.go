@@ -49,7 +49,11 @@ func TestMicroservices(t *testing.T) {
 		t.Fatalf("keys generate: %v\n%s", err, out)
 	}
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	nats, err := natsbus.StartEmbedded(natsbus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: natsAddr},
+	// The server admits only the keys' NATS users, as a deployment's does:
+	// orders and notifications each connect with their own seed.
+	nats, err := natsbus.StartEmbedded(natsbus.EmbeddedConfig{
+		StoreDir: t.TempDir(), Listen: natsAddr, ConfigFile: filepath.Join(keysDir, "nats-auth.conf"),
+	},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

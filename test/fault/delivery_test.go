@@ -44,7 +44,7 @@ func TestWebhookFailing(t *testing.T) {
 	deadBefore := rep.DeadLettered
 
 	// Replay every dead letter: each is delivered and leaves the DLQ.
-	out, err := exec.CommandContext(ctx, bin, "dlq", "replay", "--all", "--nats-url", s.NATSURL).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "dlq", "replay", "--all", "--nats-url", s.NATSURL, "--nats-nkey", s.NATSNKey).CombinedOutput()
 	if err != nil {
 		t.Fatalf("blueprint dlq replay --all: %v\n%s", err, out)
 	}

@@ -62,6 +62,7 @@ func start(t *testing.T, cfg localcluster.Config) *system {
 		Orders:        harness.OpenDB(t, c.Databases["orders"]),
 		Notifications: harness.OpenDB(t, c.Databases["notifications"]),
 		NATSURL:       c.NATSURL,
+		NATSNKey:      c.NATSNKey,
 	}
 	return s
 }

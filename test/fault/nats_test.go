@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ds-blueprint/blueprint/internal/localcluster"
@@ -137,7 +136,7 @@ func TestWorkerPaused(t *testing.T) {
 		}
 		until := time.Now().Add(30 * time.Second)
 		for time.Now().Before(until) {
-			if info := consumerInfo(t, s.NATSURL); info != nil {
+			if info := consumerInfo(t, s.NATSURL, s.NATSNKey); info != nil {
 				maxAckPending = max(maxAckPending, uint64(info.NumAckPending))
 				maxPending = max(maxPending, info.NumPending)
 				if info.NumAckPending > info.Config.MaxAckPending {
@@ -164,8 +163,8 @@ func TestWorkerPaused(t *testing.T) {
 }
 
 // consumerInfo reads the notifications consumer's state, or nil.
-func consumerInfo(t *testing.T, url string) *jetstream.ConsumerInfo {
-	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
+func consumerInfo(t *testing.T, url, seedFile string) *jetstream.ConsumerInfo {
+	nc, err := harness.ConnectNATS(url, seedFile)
 	if err != nil {
 		t.Logf("nats: %v", err)
 		return nil

@@ -16,6 +16,7 @@ import (
 	_ "modernc.org/sqlite" // "sqlite", to read the SQLite files the services write
 
 	"github.com/ds-blueprint/blueprint/internal/events"
+	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 )
 
 // OpenDB opens a service's database by the URL the service was given, to
@@ -45,6 +46,9 @@ func OpenDB(t testing.TB, dbURL string) *sql.DB {
 type Sources struct {
 	Orders, Notifications *sql.DB
 	NATSURL               string
+	// NATSNKey is the seed of a NATS user that may read the streams (the
+	// cluster's admin), or empty for a NATS without users.
+	NATSNKey string
 }
 
 // Report is the outcome of a run against the invariants of the event path.
@@ -138,7 +142,7 @@ func Measure(t testing.TB, s Sources, accepted map[string]string) Report {
 	}
 	r.Notified = len(perOrder)
 
-	nc, err := nats.Connect(s.NATSURL, nats.Timeout(5*time.Second))
+	nc, err := ConnectNATS(s.NATSURL, s.NATSNKey)
 	if err != nil {
 		t.Fatalf("nats: %v", err)
 	}
@@ -235,6 +239,19 @@ func readStream(nc *nats.Conn, stream, subject string) (map[string]int, idCount,
 			}
 		}
 	}
+}
+
+// ConnectNATS connects to url as the NKey user of seedFile (none when empty).
+func ConnectNATS(url, seedFile string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Timeout(5 * time.Second)}
+	if seedFile != "" {
+		nk, err := natsbus.NKeyOptions(seedFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nk...)
+	}
+	return nats.Connect(url, opts...)
 }
 
 func count(db *sql.DB, query string) (int, error) {
