@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // zone data for images with no /usr/share/zoneinfo
+
+	_ "golang.org/x/crypto/x509roots/fallback" // CA roots for images with none (used only when the system has none)
 
 	"github.com/ds-blueprint/blueprint/internal/app"
 )

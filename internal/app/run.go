@@ -39,6 +39,7 @@ Usage:
   blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
   blueprint chaos set|list|clear    inject faults into a running service (BLUEPRINT_CHAOS=true)
   blueprint dlq list|replay         list and replay the events notifications gave up on
+  blueprint health --url URL        exit 0 if URL answers 2xx (a container health check)
   blueprint version                 print the version
   blueprint help [command]          show help
 
@@ -75,6 +76,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return chaosCommand(ctx, rest, getenv, stdout)
 	case "dlq":
 		return dlqCommand(ctx, rest, getenv, stdout, stderr)
+	case "health":
+		return healthCommand(ctx, rest, getenv, stdout)
 	case "version":
 		_, err := fmt.Fprintln(stdout, "blueprint", version())
 		return err
@@ -103,7 +106,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys", "migrate", "nats", "chaos", "dlq":
+	case "demo", "keys", "migrate", "nats", "chaos", "dlq", "health":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)
