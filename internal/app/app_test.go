@@ -3,11 +3,13 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -214,13 +216,18 @@ func TestKeysGenerate(t *testing.T) {
 	if _, err := run(t, nil, "keys", "generate", "--out", dir); err != nil {
 		t.Fatalf("keys generate = %v", err)
 	}
-	for _, f := range []string{"access.pem", "trust.json", "gateway.pem", "users.pem", "orders.pem", "notifications.pem"} {
+	for _, f := range []string{"access.pem", "trust.json", "gateway.pem", "users.pem", "orders.pem", "notifications.pem",
+		"nats-orders.nk", "nats-notifications.nk", "nats-admin.nk", "nats-auth.conf"} {
 		info, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatalf("keys generate did not write %s: %v", f, err)
 		}
-		if perm := info.Mode().Perm(); perm != 0o600 {
-			t.Errorf("%s mode = %o, want 600", f, perm)
+		want := os.FileMode(0o600)
+		if f == "nats-auth.conf" {
+			want = 0o644 // public keys only
+		}
+		if perm := info.Mode().Perm(); perm != want {
+			t.Errorf("%s mode = %o, want %o", f, perm, want)
 		}
 	}
 	_, err := run(t, nil, "keys", "generate", "--out", dir)
@@ -230,6 +237,45 @@ func TestKeysGenerate(t *testing.T) {
 	if _, err := run(t, nil, "keys", "generate"); ExitCode(err) != 2 {
 		t.Errorf("keys generate without --out = %v, want a usage error", err)
 	}
+	if _, err := run(t, nil, "keys", "generate", "--out", t.TempDir(), "--owner", "65532"); ExitCode(err) != 2 {
+		t.Errorf("keys generate --owner 65532 = %v, want a usage error", err)
+	}
+}
+
+// TestKeysGenerateOwner: --owner hands the directory and every file to a
+// user, so that a container running as it can read keys from the host.
+func TestKeysGenerateOwner(t *testing.T) {
+	t.Parallel()
+	uid, gid := os.Getuid(), os.Getgid() // a chown anyone may make
+	if os.Geteuid() == 0 {
+		uid, gid = 65532, 65532 // the image's user
+	}
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := run(t, nil, "keys", "generate", "--out", dir, "--owner", fmt.Sprintf("%d:%d", uid, gid)); err != nil {
+		t.Fatalf("keys generate --owner = %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append([]string{"."}, names(entries)...) {
+		info, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != uid || int(st.Gid) != gid {
+			t.Errorf("%s owned by %d:%d, want %d:%d", name, st.Uid, st.Gid, uid, gid)
+		}
+	}
+}
+
+func names(entries []os.DirEntry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = e.Name()
+	}
+	return out
 }
 
 // TestREADMEListsEveryVariable keeps the README's configuration table in
