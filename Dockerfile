@@ -32,12 +32,11 @@ COPY --from=rootfs --chown=65532:65532 /tmp /tmp
 COPY --from=rootfs --chown=65532:65532 /data /data
 # The data dir holds SQLite files and the embedded NATS store when no
 # PostgreSQL or NATS is configured. JSON logs, one object per line, for the
-# collector or `docker logs`. The gateway listens on every interface so that
-# `docker run -p 127.0.0.1:3001:3001 blueprint` serves the whole system;
-# deployments set every address themselves.
+# collector or `docker logs`. Listen addresses stay the binary's (loopback):
+# a deployment names each one it publishes, e.g.
+# `docker run -e GATEWAY_ADDR=0.0.0.0:3001 -p 127.0.0.1:3001:3001 blueprint:dev`.
 ENV BLUEPRINT_DATA_DIR=/data \
-    LOG_FORMAT=json \
-    GATEWAY_ADDR=0.0.0.0:3001
+    LOG_FORMAT=json
 # A numeric user, so runAsNonRoot can verify it without an /etc/passwd.
 USER 65532:65532
 WORKDIR /data

@@ -2,7 +2,6 @@ package compose
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -12,10 +11,6 @@ import (
 	"github.com/ds-blueprint/blueprint/test/harness"
 )
 
-var bin string // the blueprint binary, for `blueprint demo`
-
-func TestMain(m *testing.M) { os.Exit(harness.Main(m, &bin)) }
-
 // TestComposeStack runs the Compose deployment for real: it builds on the
 // images of the run, brings the stack up, drives the public API through the
 // published gateway port, then kills, partitions, scales and restarts it
@@ -23,6 +18,7 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m, &bin)) }
 // exists once and is notified once.
 func TestComposeStack(t *testing.T) {
 	s := startStack(t)
+	bin := harness.Build(t, t.TempDir()) // for `blueprint demo`
 	ctx := t.Context()
 	client := harness.NewClient(20, s.gateway)
 	var all []map[string]string // accepted orders of every phase, checked again after the restart
@@ -88,7 +84,7 @@ func TestComposeStack(t *testing.T) {
 		}
 		orders := s.containers("orders")
 		for _, c := range orders {
-			if out, err := exec.Command("docker", "network", "disconnect", s.project+"_nats", c).CombinedOutput(); err != nil {
+			if out, err := exec.Command("docker", "network", "disconnect", s.project+"_orders-nats", c).CombinedOutput(); err != nil {
 				t.Errorf("disconnect %s from NATS: %v: %s", c, err, out)
 			}
 		}
@@ -96,7 +92,7 @@ func TestComposeStack(t *testing.T) {
 		time.Sleep(20 * time.Second)
 		duringCut.Store(accepted.Load() - before)
 		for _, c := range orders {
-			if out, err := exec.Command("docker", "network", "connect", s.project+"_nats", c).CombinedOutput(); err != nil {
+			if out, err := exec.Command("docker", "network", "connect", s.project+"_orders-nats", c).CombinedOutput(); err != nil {
 				t.Errorf("reconnect %s to NATS: %v: %s", c, err, out)
 			}
 		}

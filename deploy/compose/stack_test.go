@@ -144,7 +144,7 @@ func (s *stack) sources() harness.Sources {
 	}
 	var nats []string
 	for _, n := range []string{"nats-1", "nats-2", "nats-3"} {
-		nats = append(nats, "nats://"+s.address(n, "nats")+":4222")
+		nats = append(nats, "nats://"+s.address(n, "nats")+":4222") // the cluster's own network
 	}
 	return harness.Sources{
 		Orders:        harness.OpenDB(s.t, db("orders")),

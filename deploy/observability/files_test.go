@@ -284,6 +284,8 @@ func TestPromtool(t *testing.T) {
 		args []string
 	}{
 		{"check config", []string{"check", "config", "prometheus.yml"}},
+		// Compose's variant: the same rules, targets found by DNS.
+		{"check Compose's config", []string{"check", "config", "../../compose/prometheus.yml"}},
 		{"check rules", append([]string{"check", "rules"}, trimDir(rules)...)},
 		{"test rules", append([]string{"test", "rules"}, trimDir(tests)...)},
 	} {
