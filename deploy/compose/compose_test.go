@@ -107,30 +107,37 @@ func TestComposeStack(t *testing.T) {
 	report("orders cut off from NATS for 20 s", res, rep, time.Since(at),
 		fmt.Sprintf("%d orders accepted during the cut; recovery = settled, from the reconnect", duringCut.Load()))
 
-	// Three orders replicas: the gateway finds the new ones by DNS and
-	// spreads the load over all of them.
-	s.up("--scale", "orders=3")
+	// Three orders replicas and two workers: the gateway finds the new
+	// orders replicas by DNS and spreads the load over all of them; the
+	// workers share the durable consumer.
+	scaled := []string{"--scale", "orders=3", "--scale", "notifications=2"}
+	s.up(scaled...)
 	since := time.Now()
 	res = client.Run(ctx, t, harness.Load{Orders: 1200, Clients: 20, Rate: 30}, nil) // 40 s: past the 30 s re-resolution
 	rep, took = settle("scaled", res)
-	var served []string
-	for _, c := range s.containers("orders") {
-		n := requestsServed(t, c, since)
-		served = append(served, fmt.Sprint(n))
-		if n == 0 {
-			t.Errorf("orders container %.12s served no POST /orders after scaling to 3", c)
+	share := func(service, msg string, want int) string {
+		var counts []string
+		for _, c := range s.containers(service) {
+			n := logged(t, c, since, msg)
+			counts = append(counts, fmt.Sprint(n))
+			if n == 0 {
+				t.Errorf("%s container %.12s logged no %q after scaling", service, c, msg)
+			}
 		}
+		if len(counts) != want {
+			t.Errorf("%d %s containers after scaling, want %d", len(counts), service, want)
+		}
+		return strings.Join(counts, " / ")
 	}
-	if len(served) != 3 {
-		t.Errorf("%d orders containers after --scale orders=3, want 3", len(served))
-	}
-	report("scaled to 3 orders replicas", res, rep, took, "201s per replica: "+strings.Join(served, " / ")+
-		" (the gateway re-resolves the name every 30 s)")
+	orders := share("orders", "POST /orders 201", 3)
+	workers := share("notifications", "notification delivered", 2)
+	report("scaled to 3 orders replicas and 2 workers", res, rep, took, "201s per orders replica: "+orders+
+		" (the gateway re-resolves the name every 30 s); notifications per worker: "+workers)
 
 	// Everything restarted: the containers go, the volumes stay.
 	s.compose("down", "--timeout", "20")
 	restart := time.Now()
-	s.up("--scale", "orders=3")
+	s.up(scaled...)
 	back := time.Since(restart)
 	merged := map[string]string{}
 	for _, a := range all {

@@ -180,8 +180,10 @@ func (s *stack) publishedPorts() map[string][]string {
 	return ports
 }
 
-// requestsServed counts the POST /orders a container answered 201 since.
-func requestsServed(t *testing.T, container string, since time.Time) int {
+// logged counts a container's log records since a time: those whose msg
+// is what, or, for "<route> <status>", its access-log lines of that route
+// and status.
+func logged(t *testing.T, container string, since time.Time, what string) int {
 	t.Helper()
 	out, err := exec.Command("docker", "logs", "--since", since.Format(time.RFC3339Nano), container).CombinedOutput()
 	if err != nil {
@@ -193,7 +195,10 @@ func requestsServed(t *testing.T, container string, since time.Time) int {
 			Msg, Route string
 			Status     int
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "request" && rec.Route == "POST /orders" && rec.Status == 201 {
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec.Msg == what || (rec.Msg == "request" && fmt.Sprintf("%s %d", rec.Route, rec.Status) == what) {
 			n++
 		}
 	}
