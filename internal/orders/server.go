@@ -4,6 +4,8 @@ import (
 	"embed"
 	"log/slog"
 	"net/http"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
@@ -83,6 +85,10 @@ func idempotencyKey(r *http.Request) (string, error) {
 		return "", badKey("must be sent once")
 	case values[0] == "" || utf8.RuneCountInString(values[0]) > maxKeyLen:
 		return "", badKey("must be 1 to 255 characters")
+	case !utf8.ValidString(values[0]) || strings.ContainsFunc(values[0], unicode.IsControl):
+		// Stored as text: bytes that are not UTF-8 would be refused by
+		// PostgreSQL, after the key was looked up.
+		return "", badKey("must be UTF-8 text without control characters")
 	}
 	return values[0], nil
 }

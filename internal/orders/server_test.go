@@ -227,6 +227,8 @@ func TestServerIdempotencyKeyHeader(t *testing.T) {
 		{"256 chars", []string{strings.Repeat("k", 256)}, http.StatusBadRequest},
 		{"empty", []string{""}, http.StatusBadRequest},
 		{"sent twice", []string{"a", "b"}, http.StatusBadRequest},
+		{"not UTF-8", []string{"k\xff"}, http.StatusBadRequest},
+		{"UTF-8 text", []string{"clé-été"}, http.StatusCreated},
 	}
 	s := newTestServer(t)
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -53,8 +54,20 @@ func (r Registration) Valid(context.Context) map[string]string {
 		problems["name"] = "must be 1 to 100 characters"
 	} else if strings.TrimSpace(r.Name) == "" {
 		problems["name"] = "must not be blank"
+	} else if strings.ContainsFunc(r.Name, hidden) {
+		problems["name"] = "must not contain control or bidirectional formatting characters"
 	}
 	return problems
+}
+
+// hidden reports the characters a name is refused for, rather than stored:
+// control characters (a terminal escape sequence in a name would run in
+// whatever log viewer or console shows it) and the bidirectional overrides,
+// embeddings and isolates that make text display in another order than it
+// reads (a "Trojan Source" name). Every other character, of any script, is
+// a name's own.
+func hidden(r rune) bool {
+	return unicode.IsControl(r) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // Credentials is a login attempt.

@@ -88,6 +88,12 @@ func TestRegistrationValid(t *testing.T) {
 		{"name blank", edit(func(r *Registration) { r.Name = "   " }), []string{"name"}},
 		{"name tabs and newlines", edit(func(r *Registration) { r.Name = "\t\n" }), []string{"name"}},
 		{"name with inner spaces", edit(func(r *Registration) { r.Name = " Bob Smith " }), nil},
+		{"name with a terminal escape", edit(func(r *Registration) { r.Name = "Bob\x1b[2J" }), []string{"name"}},
+		{"name with a newline inside", edit(func(r *Registration) { r.Name = "Bob\nAdmin" }), []string{"name"}},
+		{"name with a right-to-left override", edit(func(r *Registration) { r.Name = "Bob\u202egnp.exe" }), []string{"name"}},
+		{"name with a bidi isolate", edit(func(r *Registration) { r.Name = "Bob\u2067x" }), []string{"name"}},
+		{"name in a right-to-left script", edit(func(r *Registration) { r.Name = "שלום" }), nil},
+		{"name with an emoji sequence", edit(func(r *Registration) { r.Name = "Ada 👩\u200d💻" }), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

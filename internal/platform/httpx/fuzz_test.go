@@ -2,7 +2,9 @@ package httpx_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
@@ -34,6 +36,10 @@ func FuzzUnmarshal(f *testing.F) {
 		`{"SKU":"case","QTY":3}`,
 		`{"sku":"A","sku":"B"}`,
 		`{"nested":{"deep":[1,2,{"x":true}]}}`,
+		`{"sku":"A\u0000B"}`,
+		`{"sku":"\\u0000"}`,
+		`{"sku":"\u00"}`,
+		"{\"sku\":\"\xff\"}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -41,6 +47,10 @@ func FuzzUnmarshal(f *testing.F) {
 		var v createOrder
 		err := httpx.Unmarshal(body, &v)
 		if err == nil {
+			// Whatever is accepted, a database can store.
+			if strings.ContainsRune(v.SKU, 0) || !utf8.ValidString(v.SKU) {
+				t.Fatalf("Unmarshal(%q) accepted sku %q", body, v.SKU)
+			}
 			return
 		}
 		e, ok := errors.AsType[*apperr.Error](err)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 )
@@ -66,6 +67,11 @@ func Unmarshal(body []byte, v any) error {
 	if trimmed[0] != '{' {
 		return apperr.New(apperr.BadRequest, "malformed_json", "the request body must be a JSON object")
 	}
+	// JSON is UTF-8 (RFC 8259 §8.1). encoding/json would turn bad bytes into
+	// U+FFFD without a word, storing something the client never sent.
+	if !utf8.Valid(trimmed) {
+		return apperr.New(apperr.BadRequest, "invalid_utf8", "the request body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -74,7 +80,31 @@ func Unmarshal(body []byte, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return apperr.New(apperr.BadRequest, "malformed_json", "the request body must hold one JSON object and nothing after it")
 	}
+	// No text field of any request may hold U+0000: PostgreSQL cannot store
+	// it and refuses the whole statement, which would make a client's byte
+	// a server error (and count against the service's breaker).
+	if hasEscapedNUL(trimmed) {
+		return apperr.New(apperr.BadRequest, "nul_character", `a string in the request body holds the NUL character (\u0000)`)
+	}
 	return nil
+}
+
+// hasEscapedNUL reports whether a JSON text (already known to be valid)
+// holds the escape \u0000 in a string. JSON strings cannot hold a raw NUL
+// byte, so the escape is the only way one gets in.
+func hasEscapedNUL(text []byte) bool {
+	for i := 0; i < len(text); i++ {
+		if text[i] != '\\' {
+			continue
+		}
+		// An escape: a backslash and what it escapes, which is skipped so
+		// that \\u0000 (a backslash, then "u0000") is not taken for one.
+		if i+5 < len(text) && text[i+1] == 'u' && string(text[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++
+	}
+	return false
 }
 
 func explainDecodeError(err error) error {

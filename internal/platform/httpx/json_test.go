@@ -66,6 +66,12 @@ func TestDecode(t *testing.T) {
 		{name: "valid", body: `{"sku":"A-1","qty":2}`, want: createOrder{SKU: "A-1", Qty: 2}},
 		{name: "valid with surrounding whitespace", body: " \r\n\t{\"qty\":1000, \"sku\":\"B\"}\n\n ", want: createOrder{SKU: "B", Qty: 1000}},
 
+		// What a database cannot store is refused before any service sees
+		// it: a NUL in a string, bytes that are not UTF-8.
+		{name: "NUL in a string", body: `{"sku":"A\u0000B","qty":1}`, wantStatus: 400, wantCode: "nul_character"},
+		{name: "NUL as the whole string", body: `{"sku":"\u0000","qty":1}`, wantStatus: 400, wantCode: "nul_character"},
+		{name: "escaped backslash before u0000", body: `{"sku":"\\u0000","qty":1}`, want: createOrder{SKU: `\u0000`, Qty: 1}},
+		{name: "invalid UTF-8", body: "{\"sku\":\"A\xff\",\"qty\":1}", wantStatus: 400, wantCode: "invalid_utf8"},
 		{name: "empty", body: ``, wantStatus: 400, wantCode: "malformed_json"},
 		{name: "only whitespace", body: " \n\t ", wantStatus: 400, wantCode: "malformed_json"},
 		{name: "array", body: `[]`, wantStatus: 400, wantCode: "malformed_json"},

@@ -6,6 +6,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 )
@@ -63,11 +65,19 @@ func WithRouteHook(h http.Handler, hook RouteHook) http.Handler {
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != path.Clean(r.URL.Path) || !strings.HasPrefix(r.URL.Path, "/") {
+	if r.URL.Path != path.Clean(r.URL.Path) || !strings.HasPrefix(r.URL.Path, "/") || !printable(r.URL.Path) {
 		notFound(w, r)
 		return
 	}
 	rt.mux.ServeHTTP(w, r)
+}
+
+// printable reports whether a decoded path is valid UTF-8 without control
+// characters. No route's path or id holds anything else; %00 or a stray
+// byte in an id would otherwise reach the database, which refuses it with
+// an error that is no fault of the service.
+func printable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
 }
 
 // probeMethods are the methods tried to tell a 405 from a 404.

@@ -53,6 +53,11 @@ var routerTests = []struct {
 	{name: "unknown path with POST", method: "POST", target: "/nope", wantStatus: 404},
 	{name: "deeper than any route", method: "GET", target: "/orders/o-1/items", wantStatus: 404},
 	{name: "case matters", method: "GET", target: "/Orders", wantStatus: 404},
+	// A path value no id can be never reaches a handler (or its database).
+	{name: "NUL in a path value", method: "GET", target: "/orders/o-1%00", wantStatus: 404},
+	{name: "not UTF-8 in a path value", method: "GET", target: "/orders/o-%ff", wantStatus: 404},
+	{name: "escape sequence in a path value", method: "GET", target: "/orders/%1b%5b31m", wantStatus: 404},
+	{name: "non-ASCII path value", method: "GET", target: "/orders/%C3%A9t%C3%A9", wantStatus: 200, wantBody: "order été"},
 
 	{name: "wrong method on collection", method: "DELETE", target: "/orders", wantStatus: 405, wantAllow: "GET, POST"},
 	{name: "wrong method on item", method: "POST", target: "/orders/o-1", wantStatus: 405, wantAllow: "GET, DELETE"},

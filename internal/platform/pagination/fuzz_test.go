@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,8 @@ func checkCursor(t *testing.T, cursor string) {
 		}
 		return
 	}
-	if req.After == nil || req.After.ID == "" || req.After.CreatedAt.IsZero() || req.Limit != pagination.DefaultLimit {
+	if req.After == nil || req.After.ID == "" || req.After.CreatedAt.IsZero() || req.Limit != pagination.DefaultLimit ||
+		strings.ContainsRune(req.After.ID, 0) {
 		t.Fatalf("Parse(cursor=%q) = %+v (after %+v), want a complete cursor and the default limit", cursor, req, req.After)
 	}
 	again, err := pagination.Parse(url.Values{"cursor": {req.After.Encode()}})

@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
@@ -81,6 +84,11 @@ func decode(s string) (Cursor, error) {
 	}
 	if c.ID == "" || c.CreatedAt.IsZero() {
 		return c, errors.New("incomplete cursor")
+	}
+	// The id goes into a query: only text a database can hold (no NUL, no
+	// control characters, UTF-8), as every id the services make is.
+	if !utf8.ValidString(c.ID) || strings.ContainsFunc(c.ID, unicode.IsControl) {
+		return c, errors.New("cursor id is not text")
 	}
 	return c, nil
 }

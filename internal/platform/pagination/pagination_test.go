@@ -126,6 +126,9 @@ func TestParseBadCursor(t *testing.T) {
 		{name: "time not RFC 3339", cursor: b64(`{"t":"yesterday","id":"o1"}`)},
 		{name: "id not a string", cursor: b64(`{"t":"2024-01-02T03:04:05Z","id":7}`)},
 		{name: "sql injection", cursor: "' OR 1=1 --"},
+		// Ids a database cannot hold never reach one.
+		{name: "NUL in the id", cursor: b64(`{"t":"2024-01-02T03:04:05Z","id":"o\u0000"}`)},
+		{name: "escape sequence in the id", cursor: b64(`{"t":"2024-01-02T03:04:05Z","id":"\u001b[2J"}`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
