@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Stream and subjects, kept from the original system.
@@ -93,6 +95,14 @@ func ParseOrderCreated(body []byte) (Envelope[OrderCreatedData], error) {
 	}
 	if e.Data.Qty < 1 {
 		return e, fmt.Errorf("%w: qty %d", ErrMalformed, e.Data.Qty)
+	}
+	// The ids are looked up and stored: only text a database and a URL
+	// path can hold, as every id orders makes. Anything else is poison to
+	// dead-letter now, not an error to retry until the attempts run out.
+	for name, v := range map[string]string{"id": e.ID, "data.orderId": e.Data.OrderID, "data.userId": e.Data.UserID, "data.sku": e.Data.SKU} {
+		if strings.ContainsFunc(v, unicode.IsControl) {
+			return e, fmt.Errorf("%w: %s holds a control character", ErrMalformed, name)
+		}
 	}
 	return e, nil
 }

@@ -109,6 +109,9 @@ func TestParseOrderCreatedRejects(t *testing.T) {
 		{name: "fractional qty", body: mutate(t, func(m map[string]any) { data(m)["qty"] = 1.5 })},
 		{name: "orderId as number", body: mutate(t, func(m map[string]any) { data(m)["orderId"] = 7 })},
 		{name: "bad time", body: mutate(t, func(m map[string]any) { m["time"] = "yesterday" })},
+		{name: "NUL in orderId", body: mutate(t, func(m map[string]any) { data(m)["orderId"] = "o\x00" })},
+		{name: "escape sequence in userId", body: mutate(t, func(m map[string]any) { data(m)["userId"] = "\x1b[2Ju" })},
+		{name: "newline in the event id", body: mutate(t, func(m map[string]any) { m["id"] = "e\nforged log line" })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

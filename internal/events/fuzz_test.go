@@ -3,7 +3,9 @@ package events_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/ds-blueprint/blueprint/internal/events"
 )
@@ -25,6 +27,7 @@ func FuzzParseOrderCreated(f *testing.F) {
 		`{"specversion":"1.0","id":"e","type":"dev.blueprint.orders.created.v1","data":{"orderId":"o","userId":"u","sku":"S","qty":1e30}}`,
 		`{"ID":"e","Type":"dev.blueprint.orders.created.v1","SpecVersion":"1.0","Data":{"OrderID":"o","UserID":"u","SKU":"S","Qty":2}}`,
 		`{"id":"e","id":"","type":"dev.blueprint.orders.created.v1"}`,
+		`{"specversion":"1.0","id":"e","type":"dev.blueprint.orders.created.v1","data":{"orderId":"o\u0000","userId":"u","sku":"S","qty":1}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -39,6 +42,11 @@ func FuzzParseOrderCreated(f *testing.F) {
 		if e.ID == "" || e.Data.OrderID == "" || e.Data.UserID == "" || e.Data.SKU == "" || e.Data.Qty < 1 ||
 			e.Type != events.TypeOrderCreated || e.SpecVersion != "1.0" {
 			t.Fatalf("ParseOrderCreated(%q) = %+v, nil, want every required field set", body, e)
+		}
+		for _, id := range []string{e.ID, e.Data.OrderID, e.Data.UserID, e.Data.SKU} {
+			if strings.ContainsFunc(id, unicode.IsControl) {
+				t.Fatalf("ParseOrderCreated(%q) accepted %q, which holds a control character", body, id)
+			}
 		}
 	})
 }
