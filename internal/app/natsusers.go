@@ -81,27 +81,65 @@ const natsAuthFile = "nats-auth.conf"
 // natsSeedFile is the file holding a NATS user's NKey seed.
 func natsSeedFile(user string) string { return "nats-" + user + ".nk" }
 
-// writeNATSUsers makes an NKey per NATS user and writes each seed, and the
-// server's authorization block naming their public keys, into dir. Like the
-// other keys, it never overwrites a file.
-func writeNATSUsers(dir string) error {
+// natsKeys are a deployment's NATS users by name: each one's key pair.
+type natsKeys map[string]nkeys.KeyPair
+
+// generateNATSKeys makes a new key pair for every NATS user.
+func generateNATSKeys() (natsKeys, error) {
+	keys := natsKeys{}
+	for _, u := range natsUsers {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("nats user %s: %w", u.name, err)
+		}
+		keys[u.name] = kp
+	}
+	return keys, nil
+}
+
+// loadNATSKeys reads every NATS user's seed from dir.
+func loadNATSKeys(dir string) (natsKeys, error) {
+	keys := natsKeys{}
+	for _, u := range natsUsers {
+		data, err := os.ReadFile(filepath.Join(dir, natsSeedFile(u.name)))
+		if err != nil {
+			return nil, fmt.Errorf("nats user %s: %w", u.name, err)
+		}
+		if keys[u.name], err = nkeys.ParseDecoratedNKey(data); err != nil {
+			return nil, fmt.Errorf("nats user %s: %w", u.name, err)
+		}
+	}
+	return keys, nil
+}
+
+// writeNATSUsers writes into dir each user's seed from seeds, and the
+// servers' authorization block admitting every key of admitted: the seeds'
+// own, and during a rotation the other generation's too. Like the other
+// keys, it never overwrites a file.
+func writeNATSUsers(dir string, seeds natsKeys, admitted ...natsKeys) error {
 	files := map[string][]byte{}
+	for name, kp := range seeds {
+		seed, err := kp.Seed()
+		if err != nil {
+			return fmt.Errorf("nats user %s: %w", name, err)
+		}
+		files[natsSeedFile(name)] = append(seed, '\n')
+	}
 	var conf strings.Builder
 	conf.WriteString(natsAuthHeader)
 	conf.WriteString("authorization {\n  users = [\n")
 	for _, u := range natsUsers {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			return fmt.Errorf("nats user %s: %w", u.name, err)
-		}
-		seed, _ := kp.Seed()
-		pub, _ := kp.PublicKey()
-		files[natsSeedFile(u.name)] = append(seed, '\n')
 		fmt.Fprintf(&conf, "    # %s: %s\n", u.name, u.purpose)
-		fmt.Fprintf(&conf, "    { nkey: %q, permissions: {\n", pub)
-		fmt.Fprintf(&conf, "        publish: { allow: [%s] }\n", quoteList(u.publish))
-		fmt.Fprintf(&conf, "        subscribe: { allow: [%q] }\n", natsbus.InboxPrefix(pub)+".>")
-		conf.WriteString("    } }\n")
+		for _, keys := range admitted {
+			pub, err := keys[u.name].PublicKey()
+			if err != nil {
+				return fmt.Errorf("nats user %s: %w", u.name, err)
+			}
+			fmt.Fprintf(&conf, "    { nkey: %q, permissions: {\n", pub)
+			fmt.Fprintf(&conf, "        publish: { allow: [%s] }\n", quoteList(u.publish))
+			fmt.Fprintf(&conf, "        subscribe: { allow: [%q] }\n", natsbus.InboxPrefix(pub)+".>")
+			conf.WriteString("    } }\n")
+		}
 	}
 	conf.WriteString("  ]\n}\n")
 	files[natsAuthFile] = []byte(conf.String())
@@ -124,7 +162,7 @@ func writeNATSUsers(dir string) error {
 	return nil
 }
 
-const natsAuthHeader = `# The NATS users of one Blueprint deployment, made by 'blueprint keys generate'.
+const natsAuthHeader = `# The NATS users of one Blueprint deployment, made by 'blueprint keys'.
 # Give this block to every NATS server of the deployment ('blueprint nats
 # --config nats-auth.conf', or include it in nats-server's configuration).
 # It holds public NKeys only; each user's seed is in nats-<user>.nk, mounted

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,16 +29,16 @@ func TestAccessTokensIssueVerify(t *testing.T) {
 	t.Parallel()
 	at, key, _ := newTestAccessTokens(t)
 
-	token, expiresIn, err := at.Issue("user-42")
+	token, expiresIn, err := at.Issue(user1)
 	if err != nil {
-		t.Fatalf("Issue(%q) = %v, want nil", "user-42", err)
+		t.Fatalf("Issue(%q) = %v, want nil", user1, err)
 	}
 	if expiresIn != 900 {
-		t.Errorf("Issue(%q) expiresIn = %d, want 900", "user-42", expiresIn)
+		t.Errorf("Issue(%q) expiresIn = %d, want 900", user1, expiresIn)
 	}
 	got, err := at.Verify(token)
-	if err != nil || got != "user-42" {
-		t.Fatalf("Verify(%q) = %q, %v, want %q, nil", token, got, err, "user-42")
+	if err != nil || got != user1 {
+		t.Fatalf("Verify(%q) = %q, %v, want %q, nil", token, got, err, user1)
 	}
 
 	header := decodeSegment(t, token, 0)
@@ -51,8 +52,8 @@ func TestAccessTokensIssueVerify(t *testing.T) {
 	if claims["iss"] != "blueprint-gateway" {
 		t.Errorf("claim iss = %v, want blueprint-gateway", claims["iss"])
 	}
-	if claims["sub"] != "user-42" {
-		t.Errorf("claim sub = %v, want user-42", claims["sub"])
+	if claims["sub"] != user1 {
+		t.Errorf("claim sub = %v, want %s", claims["sub"], user1)
 	}
 	// aud may be a string or an array of strings (RFC 7519 §4.1.3).
 	var aud []string
@@ -81,9 +82,9 @@ func TestAccessTokensIssueVerify(t *testing.T) {
 	}
 
 	// Every token gets its own id, even for the same user in the same second.
-	other, _, err := at.Issue("user-42")
+	other, _, err := at.Issue(user1)
 	if err != nil {
-		t.Fatalf("Issue(%q) = %v, want nil", "user-42", err)
+		t.Fatalf("Issue(%q) = %v, want nil", user1, err)
 	}
 	if a, b := claims["jti"], decodeSegment(t, other, 1)["jti"]; a == b {
 		t.Errorf("two tokens share jti %v, want distinct ids", a)
@@ -115,7 +116,7 @@ func TestAccessTokensClockSkew(t *testing.T) {
 			t.Run(fmt.Sprintf("%s, verified at issue %v", tt.name, seen), func(t *testing.T) {
 				t.Parallel()
 				at, _, clock := newTestAccessTokens(t)
-				token, _, err := at.Issue("user-1")
+				token, _, err := at.Issue(user1)
 				if err != nil {
 					t.Fatalf("Issue() = %v, want nil", err)
 				}
@@ -130,8 +131,8 @@ func TestAccessTokensClockSkew(t *testing.T) {
 					wantUnauthorized(t, fmt.Sprintf("Verify(token) %v after issue", tt.verify), got, err)
 					return
 				}
-				if err != nil || got != "user-1" {
-					t.Errorf("Verify(token) %v after issue = %q, %v, want %q, nil", tt.verify, got, err, "user-1")
+				if err != nil || got != user1 {
+					t.Errorf("Verify(token) %v after issue = %q, %v, want %q, nil", tt.verify, got, err, user1)
 				}
 			})
 		}
@@ -147,17 +148,29 @@ func TestAccessTokensVerifyRejects(t *testing.T) {
 	good := jwt.MapClaims{
 		"iss": auth.AccessIssuer,
 		"aud": []string{auth.AccessAudience},
-		"sub": "user-1",
+		"sub": user1,
 		"iat": now.Unix(),
 		"exp": now.Add(auth.AccessTTL).Unix(),
 		"jti": "4b4d0a8e-0c9e-4f5e-9d1c-3c1f6b7f2a10",
 	}
-	// The hand-built baseline must pass, or every rejection below proves nothing.
-	if got, err := at.Verify(edToken(t, key, "at+jwt", good)); err != nil || got != "user-1" {
-		t.Fatalf("Verify(hand-built good token) = %q, %v, want %q, nil", got, err, "user-1")
+	// header and payload are a good token's JSON as text, with members put
+	// first: a later duplicate is the copy a last-wins parser keeps.
+	header := func(members string) string {
+		return fmt.Sprintf(`{%s"alg":"EdDSA","kid":%q,"typ":"at+jwt"}`, members, key.ID)
 	}
+	payload := func(members string) string {
+		return fmt.Sprintf(`{%s"iss":%q,"aud":%q,"sub":%q,"iat":%d,"exp":%d}`, members,
+			auth.AccessIssuer, auth.AccessAudience, user1, now.Unix(), now.Add(auth.AccessTTL).Unix())
+	}
+	// The hand-built baselines must pass, or every rejection below proves nothing.
+	for _, token := range []string{edToken(t, key, "at+jwt", good), signJSON(key.Key, header(""), payload(""))} {
+		if got, err := at.Verify(token); err != nil || got != user1 {
+			t.Fatalf("Verify(hand-built good token %s) = %q, %v, want %q, nil", token, got, err, user1)
+		}
+	}
+	numericString := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
 
-	issued, _, err := at.Issue("user-1")
+	issued, _, err := at.Issue(user1)
 	if err != nil {
 		t.Fatalf("Issue() = %v, want nil", err)
 	}
@@ -213,13 +226,56 @@ func TestAccessTokensVerifyRejects(t *testing.T) {
 		{"tampered payload", tampered},
 		{"tampered signature", flippedSig},
 		{"signature stripped", parts[0] + "." + parts[1] + "."},
+		{"oversized", edToken(t, key, "at+jwt", with(good, "pad", strings.Repeat("x", 8<<10)))},
+		// RFC 7515 §4.1.11: crit lists extensions the recipient must
+		// understand, and Blueprint understands none.
+		{"crit naming an extension", signJSON(key.Key, header(`"crit":["urn:example:mfa"],"urn:example:mfa":true,`), payload(""))},
+		{"crit empty", signJSON(key.Key, header(`"crit":[],`), payload(""))},
+		// RFC 7515 §4, RFC 7519 §4: a name given twice is refused, whichever
+		// copy one parser or another would keep.
+		{"alg twice", signJSON(key.Key, header(`"alg":"none",`), payload(""))},
+		{"typ twice", signJSON(key.Key, header(`"typ":"svc+jwt",`), payload(""))},
+		{"sub twice", signJSON(key.Key, header(""), payload(`"sub":"gateway",`))},
+		{"sub twice, once escaped", signJSON(key.Key, header(""), payload(`"s\u0075b":"gateway",`))},
+		{"a name twice in a nested object", signJSON(key.Key, header(""), payload(`"cnf":{"jkt":"a","jkt":"b"},`))},
+		// RFC 7519 §2: a NumericDate is a JSON number, not a string of one.
+		{"exp a string", edToken(t, key, "at+jwt", with(good, "exp", numericString(auth.AccessTTL)))},
+		{"iat a string", edToken(t, key, "at+jwt", with(good, "iat", numericString(0)))},
+		{"nbf a string", edToken(t, key, "at+jwt", with(good, "nbf", numericString(0)))},
+		// Past int64 seconds, a time would wrap round to one long past.
+		{"nbf in the year 300 billion", edToken(t, key, "at+jwt", with(good, "nbf", 1e19))},
+		{"iat in the year 300 billion", edToken(t, key, "at+jwt", with(good, "iat", 1e19))},
+		{"iat before 1970", edToken(t, key, "at+jwt", with(good, "iat", -1))},
+		// sub must be a user id as the users service writes them.
+		{"sub a service name", edToken(t, key, "at+jwt", with(good, "sub", "gateway"))},
+		{"sub not a UUID", edToken(t, key, "at+jwt", with(good, "sub", "user-1"))},
+		{"sub a UUIDv4", edToken(t, key, "at+jwt", with(good, "sub", "9b285d65-fee2-4d21-87ef-16622344d51a"))},
+		{"sub a user id in upper case", edToken(t, key, "at+jwt", with(good, "sub", strings.ToUpper(user1)))},
+		{"sub a user id without hyphens", edToken(t, key, "at+jwt", with(good, "sub", strings.ReplaceAll(user1, "-", "")))},
+		{"sub a user id in braces", edToken(t, key, "at+jwt", with(good, "sub", "{"+user1+"}"))},
+		{"sub a user id as a URN", edToken(t, key, "at+jwt", with(good, "sub", "urn:uuid:"+user1))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := at.Verify(tt.token)
-			wantUnauthorized(t, "Verify("+quote(tt.token)+")", got, err)
+			// Twice: a refused token must not be remembered as verified.
+			for range 2 {
+				got, err := at.Verify(tt.token)
+				wantUnauthorized(t, "Verify("+quote(tt.token)+")", got, err)
+			}
 		})
+	}
+}
+
+// TestAccessTokensIssueRefusesNonUserIDs: the gateway signs no token its
+// own Verify would refuse.
+func TestAccessTokensIssueRefusesNonUserIDs(t *testing.T) {
+	t.Parallel()
+	at, _, _ := newTestAccessTokens(t)
+	for _, sub := range []string{"", "gateway", "user-1", strings.ToUpper(user1)} {
+		if token, _, err := at.Issue(sub); err == nil {
+			t.Errorf("Issue(%q) = %q, nil, want an error", sub, token)
+		}
 	}
 }
 
@@ -234,7 +290,7 @@ func TestAccessTokensRotation(t *testing.T) {
 	oldKey, newKey := newTestKey(t), newTestKey(t)
 
 	before := auth.NewAccessTokens(oldKey, []auth.PublicKey{oldKey.Public()}, clock.Now)
-	oldToken, _, err := before.Issue("user-1")
+	oldToken, _, err := before.Issue(user1)
 	if err != nil {
 		t.Fatalf("Issue() = %v, want nil", err)
 	}
@@ -242,14 +298,14 @@ func TestAccessTokensRotation(t *testing.T) {
 	// During the rotation the gateway signs with the new key and still
 	// accepts the old one, so nobody is logged out.
 	during := auth.NewAccessTokens(newKey, []auth.PublicKey{newKey.Public(), oldKey.Public()}, clock.Now)
-	newToken, _, err := during.Issue("user-2")
+	newToken, _, err := during.Issue(user2)
 	if err != nil {
 		t.Fatalf("Issue() = %v, want nil", err)
 	}
 	if kid := decodeSegment(t, newToken, 0)["kid"]; kid != newKey.ID {
 		t.Errorf("new token kid = %v, want %v (the new key)", kid, newKey.ID)
 	}
-	for token, want := range map[string]string{oldToken: "user-1", newToken: "user-2"} {
+	for token, want := range map[string]string{oldToken: user1, newToken: user2} {
 		if got, err := during.Verify(token); err != nil || got != want {
 			t.Errorf("Verify(%q) during rotation = %q, %v, want %q, nil", token, got, err, want)
 		}

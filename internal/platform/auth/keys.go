@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // PrivateKey is an Ed25519 signing key and its key id.
@@ -140,6 +141,19 @@ type Bundle struct {
 	Access JWKSet `json:"access"`
 	// Services maps a service name to the keys of its internal tokens.
 	Services map[string]JWKSet `json:"services"`
+}
+
+// MergeBundles trusts every key of a and of b: the bundle of a key
+// rotation's middle steps, in which tokens signed with either the old or
+// the new keys are accepted.
+func MergeBundles(a, b Bundle) Bundle {
+	merged := Bundle{Access: JWKSet{Keys: append(slices.Clone(a.Access.Keys), b.Access.Keys...)}, Services: map[string]JWKSet{}}
+	for _, m := range []map[string]JWKSet{a.Services, b.Services} {
+		for service, set := range m {
+			merged.Services[service] = JWKSet{Keys: append(slices.Clone(merged.Services[service].Keys), set.Keys...)}
+		}
+	}
+	return merged
 }
 
 // Keyring is every key one process holds: the private keys of the services

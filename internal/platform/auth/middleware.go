@@ -12,7 +12,12 @@ import (
 )
 
 // BearerToken returns the token of an "Authorization: Bearer …" header.
+// A request with two Authorization headers is refused: whichever one this
+// reads, a proxy or a log might read the other.
 func BearerToken(r *http.Request) (string, error) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return "", unauthorized("more than one Authorization header", nil)
+	}
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {

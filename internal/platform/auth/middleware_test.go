@@ -20,7 +20,7 @@ func TestRequireService(t *testing.T) {
 	v := newUsersVerifier(t, kr, clock.Now)
 	gateway := mint(t, auth.NewMinter("gateway", kr.Identities["gateway"], clock.Now), "users", "user-1")
 	orders := mint(t, auth.NewMinter("orders", kr.Identities["orders"], clock.Now), "users", "user-1")
-	access, _, err := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, clock.Now).Issue("user-1")
+	access, _, err := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, clock.Now).Issue(user1)
 	if err != nil {
 		t.Fatalf("Issue() = %v, want nil", err)
 	}
@@ -43,6 +43,11 @@ func TestRequireService(t *testing.T) {
 		{name: "access token", authorization: []string{"Bearer " + access}, wantStatus: http.StatusUnauthorized},
 		{name: "good token", authorization: []string{"Bearer " + gateway}, wantStatus: http.StatusOK,
 			wantCaller: auth.Caller{Service: "gateway", Subject: "user-1"}},
+		// Two credentials: whichever one a check read, another might read the other.
+		{name: "the same token twice", authorization: []string{"Bearer " + gateway, "Bearer " + gateway},
+			wantStatus: http.StatusUnauthorized},
+		{name: "a good token, then another", authorization: []string{"Bearer " + gateway, "Bearer " + orders},
+			wantStatus: http.StatusUnauthorized},
 		{name: "scheme is case-insensitive", authorization: []string{"bearer " + gateway}, wantStatus: http.StatusOK,
 			wantCaller: auth.Caller{Service: "gateway", Subject: "user-1"}},
 	}

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,10 @@ func TestServiceVerifierAccepts(t *testing.T) {
 			"iss": "gateway", "aud": "users", "sub": "user-2",
 			"iat": now.Unix(), "exp": now.Add(60 * time.Second).Unix(),
 		}), auth.Caller{Service: "gateway", Subject: "user-2"}},
+		{"issued by a clock 5s ahead", edToken(t, kr.Identities["gateway"], "svc+jwt", jwt.MapClaims{
+			"iss": "gateway", "aud": "users", "sub": "user-2",
+			"iat": now.Add(5 * time.Second).Unix(), "exp": now.Add(65 * time.Second).Unix(),
+		}), auth.Caller{Service: "gateway", Subject: "user-2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +86,7 @@ func TestServiceVerifierRejects(t *testing.T) {
 	impostor := auth.NewMinter("gateway", newTestKey(t), clock.Now)
 	other := newTestKeyring(t) // another deployment's keys
 	otherGateway := auth.NewMinter("gateway", other.Identities["gateway"], clock.Now)
-	access, _, err := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, clock.Now).Issue("user-1")
+	access, _, err := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, clock.Now).Issue(user1)
 	if err != nil {
 		t.Fatalf("Issue() = %v, want nil", err)
 	}
@@ -94,6 +99,19 @@ func TestServiceVerifierRejects(t *testing.T) {
 	}
 	minted := mint(t, gateway, "users", "user-1")
 	tampered := replaceSegment(t, minted, 1, with(decodeSegment(t, minted, 1), "sub", "user-2"))
+	// header and payload are a good token's JSON as text, with members put
+	// first: a later duplicate is the copy a last-wins parser keeps.
+	header := func(members string) string {
+		return fmt.Sprintf(`{%s"alg":"EdDSA","kid":%q,"typ":"svc+jwt"}`, members, gwKey.ID)
+	}
+	payload := func(members string) string {
+		return fmt.Sprintf(`{%s"iss":"gateway","aud":"users","sub":"user-1","iat":%d,"exp":%d}`, members,
+			now.Unix(), now.Add(30*time.Second).Unix())
+	}
+	if got, err := v.Verify(signJSON(gwKey.Key, header(""), payload(""))); err != nil {
+		t.Fatalf("Verify(hand-built good token as text) = %+v, %v, want nil error", got, err)
+	}
+	numericString := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
 
 	tests := []struct {
 		name  string
@@ -128,13 +146,31 @@ func TestServiceVerifierRejects(t *testing.T) {
 			"iat", now.Add(time.Hour).Unix(), "exp", now.Add(time.Hour+time.Minute).Unix()))},
 		{"expired", edToken(t, gwKey, "svc+jwt", with(good,
 			"iat", now.Add(-2*time.Minute).Unix(), "exp", now.Add(-time.Minute).Unix()))},
+		// No skew past exp: an internal token is never accepted more than
+		// 60 s after it was issued.
+		{"expired a second ago", edToken(t, gwKey, "svc+jwt", with(good,
+			"iat", now.Add(-61*time.Second).Unix(), "exp", now.Add(-time.Second).Unix()))},
+		{"at its exp", edToken(t, gwKey, "svc+jwt", with(good,
+			"iat", now.Add(-60*time.Second).Unix(), "exp", now.Unix()))},
+		{"issued by a clock 6s ahead", edToken(t, gwKey, "svc+jwt", with(good,
+			"iat", now.Add(6*time.Second).Unix(), "exp", now.Add(66*time.Second).Unix()))},
+		{"nbf 6s ahead", edToken(t, gwKey, "svc+jwt", with(good, "nbf", now.Add(6*time.Second).Unix()))},
 		{"tampered payload", tampered},
+		{"crit naming an extension", signJSON(gwKey.Key, header(`"crit":["urn:example:mfa"],"urn:example:mfa":true,`), payload(""))},
+		{"alg twice", signJSON(gwKey.Key, header(`"alg":"none",`), payload(""))},
+		{"iss twice", signJSON(gwKey.Key, header(""), payload(`"iss":"notifications",`))},
+		{"sub twice", signJSON(gwKey.Key, header(""), payload(`"sub":"user-2",`))},
+		{"exp a string", edToken(t, gwKey, "svc+jwt", with(good, "exp", numericString(30*time.Second)))},
+		{"iat a string", edToken(t, gwKey, "svc+jwt", with(good, "iat", numericString(0)))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := v.Verify(tt.token)
-			wantUnauthorized(t, "Verify("+quote(tt.token)+")", got, err)
+			// Twice: a refused token must not be remembered as verified.
+			for range 2 {
+				got, err := v.Verify(tt.token)
+				wantUnauthorized(t, "Verify("+quote(tt.token)+")", got, err)
+			}
 		})
 	}
 }
@@ -147,9 +183,13 @@ func TestServiceVerifierExpiry(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "fresh", after: 0},
-		{name: "expired within skew", after: 60*time.Second + 29*time.Second},
-		{name: "expired beyond skew", after: 60*time.Second + 31*time.Second, wantErr: true},
+		{name: "just before exp", after: 59 * time.Second},
+		{name: "at exp", after: 60 * time.Second, wantErr: true},
+		{name: "30s after exp", after: 90 * time.Second, wantErr: true},
 		{name: "an hour later", after: time.Hour, wantErr: true},
+		// A negative delay: the minter's clock runs ahead of the verifier's.
+		{name: "minter ahead by 5s", after: -5 * time.Second},
+		{name: "minter ahead by 6s", after: -6 * time.Second, wantErr: true},
 	}
 	for _, tt := range tests {
 		// Verified once when minted, the token is remembered: the answer
