@@ -26,7 +26,7 @@ var services = []string{users.Name, orders.Name, notifications.Name, gateway.Nam
 // serviceConfig is what differs between services: where each listens.
 type serviceConfig struct {
 	Addr    string // the main listener
-	OpsAddr string // metrics, health, pprof
+	OpsAddr string // metrics, health, and profiles when PPROF_ENABLED
 	// URL is how callers reach the service: comma-separated replica URLs.
 	// Empty means this process's own listener when the service runs here.
 	URL string
@@ -83,8 +83,17 @@ type Config struct {
 	RedisURL           string
 	RedisKeyPrefix     string
 
+	// The limits that keep one client from taking the service from the
+	// others (docs/rate-limits.md); off with RateLimitsEnabled.
+	GatewayMaxInFlightPerIP  int
+	RegisterRateLimit        int
+	RegisterGlobalRateLimit  int
+	LoginAccountFailureLimit int
+
 	// Chaos serves fault injection rules on every ops listener.
 	Chaos bool
+	// PProf serves Go profiles on every ops listener.
+	PProf bool
 
 	// targets is derived by Validate: the services to run, in start order.
 	targets []string
@@ -107,7 +116,7 @@ func (c *Config) registerStorageFlags(f *flags) {
 		sc := &serviceConfig{}
 		c.Services[s] = sc
 		if _, ok := migrations[s]; ok {
-			f.String(&sc.DatabaseURL, s+"-database-url", strings.ToUpper(s)+"_DATABASE_URL", "",
+			f.URL(&sc.DatabaseURL, s+"-database-url", strings.ToUpper(s)+"_DATABASE_URL", "",
 				"postgres://… or sqlite:<path>; empty: sqlite:<data-dir>/"+s+".db")
 		}
 	}
@@ -127,11 +136,11 @@ func (c *Config) registerFlags(f *flags) {
 		ports := defaultPorts[s]
 		f.String(&sc.Addr, s+"-addr", up+"_ADDR", fmt.Sprintf("127.0.0.1:%d", ports[0]), s+" API listen address")
 		f.String(&sc.OpsAddr, s+"-ops-addr", up+"_OPS_ADDR", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-			s+" ops listen address (/metrics, /healthz, /readyz, /debug/pprof)")
+			s+" ops listen address (/metrics, /healthz, /readyz; /debug/pprof/ with PPROF_ENABLED)")
 		if s == gateway.Name {
 			continue
 		}
-		f.String(&sc.URL, s+"-url", up+"_URL", "",
+		f.URLs(&sc.URL, s+"-url", up+"_URL", "",
 			fmt.Sprintf("%s base URLs, comma-separated; empty: this process's %s, else http://127.0.0.1:%d", s, s, ports[0]))
 	}
 
@@ -168,7 +177,7 @@ func (c *Config) registerFlags(f *flags) {
 		"how long NATS waits for a worker's ack or heartbeat before redelivering an event to another replica")
 	f.Int(&c.WorkerMaxDeliver, "notifications-max-deliver", "NOTIFICATIONS_MAX_DELIVER", notifications.DefaultMaxDeliver,
 		"attempts per event before it is dead-lettered")
-	f.String(&c.NotifyWebhookURL, "notify-webhook-url", "NOTIFY_WEBHOOK_URL", "",
+	f.URL(&c.NotifyWebhookURL, "notify-webhook-url", "NOTIFY_WEBHOOK_URL", "",
 		"http(s) URL that receives each notification as a signed POST; empty: notifications go to the log")
 	f.Secret(&c.NotifyWebhookSecret, "notify-webhook-secret", "NOTIFY_WEBHOOK_SECRET",
 		"key that signs webhook requests: whsec_ and base64 of 24 to 64 bytes, or at least 32 characters; required with NOTIFY_WEBHOOK_URL")
@@ -179,16 +188,24 @@ func (c *Config) registerFlags(f *flags) {
 
 	f.Int(&c.GatewayMaxInFlight, "gateway-max-in-flight", "GATEWAY_MAX_IN_FLIGHT", 512,
 		"requests the gateway serves at once; past it, it answers 503 with Retry-After at once (0 switches shedding off)")
+	f.Int(&c.GatewayMaxInFlightPerIP, "gateway-max-in-flight-per-ip", "GATEWAY_MAX_IN_FLIGHT_PER_IP", 32,
+		"requests one client IP may have in flight at once; past it, it answers 429 with Retry-After at once (0 switches it off)")
 	f.Bool(&c.RateLimitsEnabled, "rate-limits", "RATE_LIMITS_ENABLED", true,
 		"apply the gateway's rate limits; false switches every limit off (load tests)")
 	f.Float(&c.RateLimitRPS, "rate-limit-rps", "RATE_LIMIT_RPS", 100,
 		"requests per second per client IP and per user")
 	f.Int(&c.RateLimitBurst, "rate-limit-burst", "RATE_LIMIT_BURST", 200,
 		"burst above the per-second rate")
+	f.Int(&c.RegisterRateLimit, "register-rate-limit", "REGISTER_RATE_LIMIT", 30,
+		"registration attempts per hour per client IP")
+	f.Int(&c.RegisterGlobalRateLimit, "register-global-rate-limit", "REGISTER_GLOBAL_RATE_LIMIT", 10,
+		"registrations per second from every client together, in bursts of 3 seconds' worth")
 	f.Int(&c.LoginRateLimit, "login-rate-limit", "LOGIN_RATE_LIMIT", 20,
 		"login attempts per minute per client IP")
 	f.Int(&c.LoginFailureLimit, "login-failure-limit", "LOGIN_FAILURE_LIMIT", 5,
-		"failed logins per 15 minutes per email")
+		"failed logins per 15 minutes per email and client IP")
+	f.Int(&c.LoginAccountFailureLimit, "login-account-failure-limit", "LOGIN_ACCOUNT_FAILURE_LIMIT", 20,
+		"failed logins per 15 minutes per email from every client IP, more than LOGIN_FAILURE_LIMIT; each failure past it locks the email's logins for 1s, doubling up to 15m")
 	f.Secret(&c.RedisURL, "redis-url", "REDIS_URL",
 		"redis://[user:password@]host:6379/0, rediss://… or unix://…: keep the rate-limit buckets in Redis, shared by every gateway replica; empty keeps them in each gateway's memory")
 	f.String(&c.RedisKeyPrefix, "redis-key-prefix", "REDIS_KEY_PREFIX", "blueprint:",
@@ -196,12 +213,14 @@ func (c *Config) registerFlags(f *flags) {
 
 	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
 		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
+	f.Bool(&c.PProf, "pprof", "PPROF_ENABLED", false,
+		"serve Go profiles at /debug/pprof/ on every ops listener; off by default: they show the command line, flags and all, and let whoever reaches the port slow the process down")
 }
 
 // registerNATSClientFlags declares how to reach NATS: the settings `run`
 // and `dlq` share. urlUsage says what an empty NATS_URL means to the command.
 func (c *Config) registerNATSClientFlags(f *flags, urlUsage string) {
-	f.String(&c.NATSURL, "nats-url", "NATS_URL", "", urlUsage)
+	f.URLs(&c.NATSURL, "nats-url", "NATS_URL", "", urlUsage)
 	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and seed)")
 	f.String(&c.NATSNKey, "nats-nkey", "NATS_NKEY", "",
 		"NATS NKey seed file; empty: each service's nats-<service>.nk in BLUEPRINT_KEYS_DIR, when there")
@@ -234,7 +253,7 @@ func (c *Config) Validate() error {
 		}
 		for _, u := range splitList(sc.URL) {
 			if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-				errs = append(errs, fmt.Errorf("%s_URL: %q is not an http(s) URL", up, u))
+				errs = append(errs, fmt.Errorf("%s_URL: %q is not an http(s) URL", up, redactURL(u)))
 			}
 		}
 	}
@@ -277,6 +296,9 @@ func (c *Config) Validate() error {
 	if c.RateLimitRPS > 0 && c.RateLimitBurst < 1 {
 		errs = append(errs, errors.New("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_RPS is set"))
 	}
+	if c.LoginFailureLimit > 0 && c.LoginAccountFailureLimit > 0 && c.LoginAccountFailureLimit <= c.LoginFailureLimit {
+		errs = append(errs, errors.New("LOGIN_ACCOUNT_FAILURE_LIMIT: must be more than LOGIN_FAILURE_LIMIT, or one address could lock an account for everyone"))
+	}
 	if c.RedisURL != "" {
 		// The message never repeats the URL, which may hold a password.
 		if _, err := gateway.RedisOptions(c.RedisURL); err != nil {
@@ -291,7 +313,7 @@ func (c *Config) validateNATSClient() []error {
 	var errs []error
 	for _, u := range splitList(c.NATSURL) {
 		if p, err := url.Parse(u); err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
-			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", u))
+			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a nats:// URL", redactURL(u)))
 		}
 	}
 	for env, file := range map[string]string{

@@ -376,7 +376,10 @@ func buildGateway(ctx context.Context, s *system, m *module) error {
 	limits := gateway.Limits{MaxInFlight: s.cfg.GatewayMaxInFlight}
 	if s.cfg.RateLimitsEnabled {
 		limits.PerSecond, limits.Burst = s.cfg.RateLimitRPS, s.cfg.RateLimitBurst
+		limits.MaxInFlightPerIP = s.cfg.GatewayMaxInFlightPerIP
+		limits.RegisterPerHour, limits.RegisterPerSecond = s.cfg.RegisterRateLimit, s.cfg.RegisterGlobalRateLimit
 		limits.LoginPerMinute, limits.LoginFailures = s.cfg.LoginRateLimit, s.cfg.LoginFailureLimit
+		limits.LoginAccountFailures = s.cfg.LoginAccountFailureLimit
 		if s.cfg.RedisURL != "" {
 			if limits.Redis, err = s.redis(ctx, m); err != nil {
 				return err

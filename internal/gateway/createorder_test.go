@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -109,7 +110,7 @@ func newTestGateway(t *testing.T, ordersURL string) (http.Handler, string) {
 		Notifications: client("notifications", "http://127.0.0.1:1"),
 	}
 	tokens := auth.NewAccessTokens(kr.Access, []auth.PublicKey{kr.Access.Public()}, time.Now)
-	token, _, err := tokens.Issue("user-1")
+	token, _, err := tokens.Issue(uuid.Must(uuid.NewV7()).String())
 	if err != nil {
 		t.Fatal(err)
 	}

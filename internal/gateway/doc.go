@@ -7,12 +7,15 @@
 //
 // It protects itself and what is behind it in two ways (docs/rate-limits.md).
 // Past a maximum of requests in flight it sheds the next ones at once with
-// 503 (shed.go). Token buckets limit every client IP, every user and login
-// attempts, answering 429 past them and describing them in RateLimit headers
-// on every answer (ratelimit.go). The buckets live in this process's memory,
-// which is exact for one gateway, whether it runs alone or inside `all`; with
-// Redis (redis.go) every replica draws from the same ones, and falls back to
-// its own while Redis is away.
+// 503, and past a smaller maximum per client IP it refuses that client's
+// next ones with 429 (shed.go). Token buckets limit every client IP, every
+// user, registrations and login attempts, answering 429 past them and
+// describing them in RateLimit headers on every answer (ratelimit.go); an
+// account failing logins from many addresses is locked for a time that
+// doubles (lockout.go). The buckets live in this process's memory, which is
+// exact for one gateway, whether it runs alone or inside `all`; with Redis
+// (redis.go) every replica draws from the same ones, and falls back to its
+// own while Redis is away.
 //
 // Every answer it relays keeps the upstream's meaning (a 404 stays a 404),
 // except that an upstream's own failure never leaks: it becomes 502, 503 or

@@ -28,13 +28,23 @@ type Limits struct {
 	// MaxInFlight is how many requests the gateway serves at once; past it,
 	// requests are shed with 503.
 	MaxInFlight int
+	// MaxInFlightPerIP is how many of them one client IP may hold at once;
+	// past it, its next request is refused with 429.
+	MaxInFlightPerIP int
 	// PerSecond and Burst limit every client IP and every user.
 	PerSecond float64
 	Burst     int
+	// RegisterPerHour limits registration attempts per client IP, and
+	// RegisterPerSecond all of them together, in bursts of registerBurst
+	// seconds' worth: each costs users a password hash.
+	RegisterPerHour, RegisterPerSecond int
 	// LoginPerMinute limits login attempts per client IP.
 	LoginPerMinute int
-	// LoginFailures limits failed logins per email per 15 minutes.
-	LoginFailures int
+	// LoginFailures limits failed logins per email and client IP per 15
+	// minutes, and LoginAccountFailures per email from every address; a
+	// failure past the latter locks the email's logins for a second, and
+	// each further one for twice as long, up to 15 minutes.
+	LoginFailures, LoginAccountFailures int
 	// Redis, when set, holds the rate-limit buckets, shared by every
 	// gateway replica using it with the same RedisPrefix; nil keeps them in
 	// this process's memory.
@@ -59,22 +69,44 @@ type Gateway struct {
 	shedCount   metric.Int64Counter
 	lastShedLog atomic.Int64 // Unix nanoseconds
 
-	perClient, perUser *rateLimit // nil when off
-	loginPerIP         *rateLimit
-	loginFailures      *rateLimit
-	rateLimited        metric.Int64Counter
+	inFlightByIP *clientsInFlight // nil when off
+
+	perClient, perUser             *rateLimit // nil when off
+	registerPerIP, registerGlobal  *rateLimit
+	loginPerIP                     *rateLimit
+	loginFailures, accountFailures *rateLimit
+	accountLocks                   lockouts // with accountFailures
+	rateLimited                    metric.Int64Counter
 }
 
-// loginFailureWindow is the period over which login failures are counted.
+// loginFailureWindow is the period over which login failures are counted:
+// an address's for an account, and the account's from every address.
 const loginFailureWindow = 15 * time.Minute
+
+// registerBurst is how many seconds' worth of registrations may come at
+// once from every client together: a few people signing up at the same
+// moment, while what users is asked to hash at once stays small. Each
+// registration waits its turn for a hash, holding a call to users (a place
+// in its bulkhead, which logins need too) while it does.
+const registerBurst = 3
+
+// accountLockout is the shape of the lock of an account failing from many
+// addresses (lockout.go). Its locks are counted until an hour after the
+// last, longer than the longest, so that an attacker who waits one out
+// finds the next failure locking the account as long again.
+var accountLockout = lockoutPolicy{name: scopeLoginAccount, window: time.Hour, base: time.Second, max: 15 * time.Minute}
 
 // The policy names: keys of the buckets, names in the RateLimit headers,
 // scopes of the metrics.
 const (
-	scopeIP            = "ip"
-	scopeUser          = "user"
-	scopeLogin         = "login"
-	scopeLoginFailures = "login_failures"
+	scopeIP             = "ip"
+	scopeIPInFlight     = "ip_in_flight"
+	scopeUser           = "user"
+	scopeRegister       = "register"
+	scopeRegisterGlobal = "register_global"
+	scopeLogin          = "login"
+	scopeLoginFailures  = "login_failures"
+	scopeLoginAccount   = "login_account"
 )
 
 // New returns the gateway. Its metrics: blueprint.gateway.in_flight,
@@ -103,20 +135,23 @@ func New(tokens *auth.AccessTokens, up Upstreams, limits Limits, logger *slog.Lo
 		return nil, err
 	}
 	if g.rateLimited, err = m.Int64Counter("blueprint.gateway.rate_limited",
-		metric.WithDescription("Requests refused with 429, by the limit that refused them (scope: ip, user, login, login_failures).")); err != nil {
+		metric.WithDescription("Requests refused with 429, by the limit that refused them (scope: ip_in_flight, ip, user, register, register_global, login, login_failures, login_account).")); err != nil {
 		return nil, err
 	}
 
 	// newLimiter keeps a policy's buckets in Redis when there is one, else here.
 	newLimiter := func(p policy) limiter { return newKeyedLimiter(p, now) }
+	var store *redisStore
 	if limits.Redis != nil {
-		store, err := newRedisStore(limits.Redis, limits.RedisPrefix, logger, tracers.Tracer(scope), m, now)
-		if err != nil {
+		if store, err = newRedisStore(limits.Redis, limits.RedisPrefix, logger, tracers.Tracer(scope), m, now); err != nil {
 			return nil, err
 		}
 		newLimiter = func(p policy) limiter { return newRedisLimiter(store, p) }
 	}
 	add := func(p policy) *rateLimit { return newRateLimit(p, newLimiter(p)) }
+	if limits.MaxInFlightPerIP > 0 {
+		g.inFlightByIP = newClientsInFlight(limits.MaxInFlightPerIP)
+	}
 	if limits.PerSecond > 0 {
 		if limits.Burst < 1 {
 			return nil, fmt.Errorf("rate limit burst %d: must be at least 1", limits.Burst)
@@ -124,21 +159,42 @@ func New(tokens *auth.AccessTokens, up Upstreams, limits Limits, logger *slog.Lo
 		g.perClient = add(perSecond(scopeIP, limits.PerSecond, limits.Burst))
 		g.perUser = add(perSecond(scopeUser, limits.PerSecond, limits.Burst))
 	}
+	if limits.RegisterPerHour > 0 {
+		g.registerPerIP = add(policy{name: scopeRegister, quota: limits.RegisterPerHour, window: time.Hour})
+	}
+	if limits.RegisterPerSecond > 0 {
+		g.registerGlobal = add(policy{name: scopeRegisterGlobal, quota: registerBurst * limits.RegisterPerSecond, window: registerBurst * time.Second})
+	}
 	if limits.LoginPerMinute > 0 {
 		g.loginPerIP = add(policy{name: scopeLogin, quota: limits.LoginPerMinute, window: time.Minute})
 	}
 	if limits.LoginFailures > 0 {
 		g.loginFailures = add(policy{name: scopeLoginFailures, quota: limits.LoginFailures, window: loginFailureWindow})
 	}
+	if limits.LoginAccountFailures > 0 {
+		// Both refill over the same 15 minutes: one address, within its
+		// own limit, can then never empty the account's, and lock it.
+		if limits.LoginFailures > 0 && limits.LoginAccountFailures <= limits.LoginFailures {
+			return nil, fmt.Errorf("login failures per account %d: must be more than per address, %d, or one address could lock the account",
+				limits.LoginAccountFailures, limits.LoginFailures)
+		}
+		g.accountFailures = add(policy{name: scopeLoginAccount, quota: limits.LoginAccountFailures, window: loginFailureWindow})
+		g.accountLocks = newLocalLockouts(accountLockout, now)
+		if store != nil {
+			g.accountLocks = newRedisLockouts(store, accountLockout)
+		}
+	}
 	return g, nil
 }
 
-// Handler returns the public API. Shedding comes first, so an overloaded
-// gateway refuses a request before spending anything on it, Redis included.
+// Handler returns the public API. A client's requests in flight are
+// counted first, so one over its share never takes a slot of the
+// gateway's; then shedding, so an overloaded gateway refuses a request
+// before spending anything on it, Redis included.
 func (g *Gateway) Handler() http.Handler {
 	rt := httpx.NewRouter()
 	g.addRoutes(rt)
-	return g.shedLoad(g.limitClients(rt))
+	return g.limitInFlightPerIP(g.shedLoad(g.limitClients(rt)))
 }
 
 // Routes returns the route patterns of the public API, for what acts per

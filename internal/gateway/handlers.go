@@ -22,8 +22,24 @@ var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 // that owns a resource owns its validation, so the rules live in one place
 // and the client sees that service's 400 or 422 unchanged.
 
+// everyone keys the buckets of the limits every client shares.
+const everyone = "all"
+
+// handleRegister forwards a registration. Each costs users a password hash,
+// the same work a login waits for: one address may start only a few, and
+// all of them together only as many as users can hash beside the logins.
 func (g *Gateway) handleRegister() http.Handler {
 	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
+		if g.registerPerIP != nil {
+			if err := g.take(w, r, g.registerPerIP, clientKey(r), "too many registrations from this address; try again later"); err != nil {
+				return err
+			}
+		}
+		if g.registerGlobal != nil {
+			if err := g.takeUnshown(r.Context(), g.registerGlobal, everyone, "too many registrations at the moment; try again shortly"); err != nil {
+				return err
+			}
+		}
 		body, err := httpx.ReadBody(w, r)
 		if err != nil {
 			return err
@@ -34,7 +50,9 @@ func (g *Gateway) handleRegister() http.Handler {
 		if err != nil {
 			return err
 		}
-		return g.relay(w, r, "users", resp)
+		// users refuses, with a Retry-After, registrations it has no room
+		// to hash.
+		return g.relay(w, r, "users", resp, "Retry-After")
 	})
 }
 
@@ -58,17 +76,15 @@ func (g *Gateway) handleLogin() http.Handler {
 		if err != nil {
 			return err
 		}
-		// The email only keys the failure limit; users validates the body.
+		// The email only keys the failure limits; users validates the body.
 		var probe struct {
 			Email string `json:"email"`
 		}
 		_ = json.Unmarshal(body, &probe)
-		emailKey := failureKey(probe.Email)
-		if g.loginFailures != nil && emailKey != "" {
-			// Peek, not take: only a failure draws from this bucket.
-			if d := g.loginFailures.peek(r.Context(), emailKey); !d.allowed {
-				g.rateLimited.Add(r.Context(), 1, g.loginFailures.scope)
-				return rateLimited(g.loginFailures.untilNext(d), "too many failed logins for this account; try again later")
+		account := failureKey(probe.Email)
+		if account != "" {
+			if err := g.checkLoginFailures(r, account); err != nil {
+				return err
 			}
 		}
 
@@ -79,8 +95,8 @@ func (g *Gateway) handleLogin() http.Handler {
 			return err
 		}
 		if p, ok := resp.Problem(); ok && resp.Status == http.StatusUnauthorized && p.Code() == "invalid_credentials" {
-			if g.loginFailures != nil && emailKey != "" {
-				g.loginFailures.allow(r.Context(), emailKey)
+			if account != "" {
+				g.countLoginFailure(r, account)
 			}
 			return errInvalidCredentials
 		}
@@ -101,6 +117,42 @@ func (g *Gateway) handleLogin() http.Handler {
 		return httpx.Encode(w, http.StatusOK, loginResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: expiresIn})
 	})
 }
+
+// checkLoginFailures refuses a login when its address has failed too often
+// for the account, or the account is locked. Neither draws anything: only a
+// failure counts, so a user who types the right password never spends a
+// token.
+func (g *Gateway) checkLoginFailures(r *http.Request, account string) error {
+	if g.loginFailures != nil {
+		d := g.loginFailures.peek(r.Context(), failuresFrom(r, account))
+		if err := g.refusal(r.Context(), g.loginFailures, d, "too many failed logins for this account from this address; try again later"); err != nil {
+			return err
+		}
+	}
+	if g.accountFailures != nil {
+		if locked := g.accountLocks.lockedFor(r.Context(), account); locked > 0 {
+			g.rateLimited.Add(r.Context(), 1, g.accountFailures.scope)
+			return rateLimited(locked, "too many failed logins for this account; try again later")
+		}
+	}
+	return nil
+}
+
+// countLoginFailure counts a failed login against its address and its
+// account, and locks the account when that was one failure too many.
+func (g *Gateway) countLoginFailure(r *http.Request, account string) {
+	if g.loginFailures != nil {
+		g.loginFailures.allow(r.Context(), failuresFrom(r, account))
+	}
+	if g.accountFailures != nil && !g.accountFailures.allow(r.Context(), account).allowed {
+		locked := g.accountLocks.lock(r.Context(), account)
+		g.logger.WarnContext(r.Context(), "account locked after failed logins", "account", account, "locked_for", locked.String())
+	}
+}
+
+// failuresFrom is the bucket key of an account's login failures from the
+// request's address.
+func failuresFrom(r *http.Request, account string) string { return account + ":" + clientKey(r) }
 
 // failureKey is the bucket key of an email's login failures: the hash of
 // the lower-cased address, so that Redis holds no addresses in clear and a

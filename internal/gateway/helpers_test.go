@@ -6,24 +6,32 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
+	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 	"github.com/ds-blueprint/blueprint/internal/platform/logtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
+	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
 )
 
 // testGateway is a Gateway with its logs, metrics and token issuer in reach
 // of the test. Its upstreams are nil: tests drive only what the gateway
-// answers on its own (limits, shedding, the JWKS).
+// answers on its own (limits, shedding, the JWKS), unless withFakeUsers
+// gives it a users service.
 type testGateway struct {
 	*Gateway
 	logs   *logtest.Buffer
@@ -46,6 +54,59 @@ func newTestGateway(t *testing.T, limits Limits, now func() time.Time) *testGate
 		t.Fatalf("New = %v", err)
 	}
 	return &testGateway{Gateway: g, logs: logs, reader: reader, tokens: tokens}
+}
+
+// rightPassword is the one password the fake users service accepts.
+const rightPassword = "right-password"
+
+// testUserID is the user of the tests, an id as users makes them.
+var testUserID = uuid.Must(uuid.NewV7()).String()
+
+// withFakeUsers puts a fake users service behind the gateway: it registers
+// anyone, and logs anyone in whose password is rightPassword, else answers
+// invalid_credentials as the real one does. It returns how many calls it
+// has had.
+func (tg *testGateway) withFakeUsers(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	var calls atomic.Int64
+	logger := slog.New(slog.DiscardHandler)
+	rt := httpx.NewRouter()
+	rt.Handle("POST /users", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
+		return httpx.Encode(w, http.StatusCreated, map[string]string{"id": testUserID})
+	}))
+	rt.Handle("POST /users/authenticate", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
+		var creds struct{ Password string }
+		if err := json.NewDecoder(r.Body).Decode(&creds); err != nil || creds.Password != rightPassword {
+			return apperr.New(apperr.Unauthorized, "invalid_credentials", "the email or password is wrong")
+		}
+		return httpx.Encode(w, http.StatusOK, map[string]string{"id": testUserID})
+	}))
+	tg.withUsers(t, rt)
+	return &calls
+}
+
+// withUsers puts h behind the gateway as the users service.
+func (tg *testGateway) withUsers(t *testing.T, h http.Handler) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel, err := telemetry.New(context.Background(), Name, "test", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	users, err := upstream.New(upstream.Config{Service: "users", URLs: []string{srv.URL}, Timeout: 5 * time.Second,
+		ConnectTimeout: time.Second, Minter: auth.NewMinter(Name, key, time.Now), Telemetry: tel, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.upstreams.Users = users
 }
 
 // newTestStore is a redisStore on rdb with its telemetry switched off.

@@ -123,14 +123,14 @@ func TestUserLimit(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			tg := newTestGateway(t, b.with(t, Limits{PerSecond: slowRate, Burst: slowBurst}), time.Now)
-			token, _, err := tg.tokens.Issue("user-1")
+			token, _, err := tg.tokens.Issue(testUserID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// Three requests the user already made, from other addresses: a
 			// request that passes would go on to the users service.
 			for range slowBurst {
-				tg.perUser.allow(t.Context(), "user-1")
+				tg.perUser.allow(t.Context(), testUserID)
 			}
 			rec := tg.request("GET", "/users/me", "203.0.113.7:5000", token, "")
 			checkRefused(t, rec, "user")
@@ -159,10 +159,11 @@ func TestLoginLimits(t *testing.T) {
 			t.Parallel()
 			tg := newTestGateway(t, b.with(t, Limits{LoginPerMinute: 2, LoginFailures: 2}), time.Now)
 			// What two logins from this address, and two failures for this
-			// account, would have left; a login that passes goes on to users.
+			// account from another, would have left; a login that passes goes
+			// on to users.
 			for range 2 {
 				tg.loginPerIP.allow(t.Context(), "203.0.113.7")
-				tg.loginFailures.allow(t.Context(), failureKey("ada@example.com"))
+				tg.loginFailures.allow(t.Context(), failureKey("ada@example.com")+":203.0.113.8")
 			}
 			rec := tg.request("POST", "/auth/login", "203.0.113.7:5000", "", `{"email":"x@example.com","password":"password1"}`)
 			checkRefused(t, rec, "login")
@@ -170,8 +171,8 @@ func TestLoginLimits(t *testing.T) {
 				t.Errorf("RateLimit-Policy = %q, want %q", got, want)
 			}
 
-			// The account's failures refuse every login for it, from anywhere,
-			// in any case; the headers say nothing about the account.
+			// The failures refuse every login to the account from their
+			// address, in any case; the headers say nothing about them.
 			rec = must(t, tg.request("POST", "/auth/login", "203.0.113.8:5000", "", `{"email":"Ada@Example.com","password":"right-password"}`),
 				http.StatusTooManyRequests)
 			if code, retry := problemCode(rec), rec.Header().Get("Retry-After"); code != "rate_limited" || retry == "" {

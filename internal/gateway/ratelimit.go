@@ -81,7 +81,12 @@ type rateLimit struct {
 }
 
 func newRateLimit(p policy, l limiter) *rateLimit {
-	return &rateLimit{policy: p, limiter: l, scope: metric.WithAttributeSet(attribute.NewSet(attribute.String("scope", p.name)))}
+	return &rateLimit{policy: p, limiter: l, scope: scopeOf(p.name)}
+}
+
+// scopeOf is the scope attribute of a limit's metrics.
+func scopeOf(name string) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String("scope", name)))
 }
 
 // The response headers of draft-ietf-httpapi-ratelimit-headers (the
@@ -122,15 +127,27 @@ func appendItem(h http.Header, name, item string) {
 func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 
 // take draws a token for key from the limit and reports the bucket in the
-// response headers. With none left it counts the refusal and returns the
-// 429 to answer, whose Retry-After is when the next token comes.
+// response headers. With none left it returns the refusal to answer.
 func (g *Gateway) take(w http.ResponseWriter, r *http.Request, l *rateLimit, key, detail string) error {
 	d := l.allow(r.Context(), key)
 	l.setHeaders(w.Header(), d)
+	return g.refusal(r.Context(), l, d, detail)
+}
+
+// takeUnshown is take for a limit that is not the client's to see, such as
+// one every client shares: the RateLimit headers say nothing of it.
+func (g *Gateway) takeUnshown(ctx context.Context, l *rateLimit, key, detail string) error {
+	return g.refusal(ctx, l, l.allow(ctx, key), detail)
+}
+
+// refusal is nil when d allowed the request; otherwise it counts the
+// refusal and returns the 429 to answer, whose Retry-After is when the next
+// token comes.
+func (g *Gateway) refusal(ctx context.Context, l *rateLimit, d decision, detail string) error {
 	if d.allowed {
 		return nil
 	}
-	g.rateLimited.Add(r.Context(), 1, l.scope)
+	g.rateLimited.Add(ctx, 1, l.scope)
 	return rateLimited(l.untilNext(d), detail)
 }
 

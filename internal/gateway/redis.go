@@ -71,6 +71,7 @@ func RedisOptions(rawURL string) (*redis.Options, error) {
 // redisStore is the Redis every limit of one gateway shares, and whether it
 // is answering.
 type redisStore struct {
+	rdb       *redis.Client
 	limiter   *redis_rate.Limiter
 	prefix    string
 	logger    *slog.Logger
@@ -88,7 +89,7 @@ func newRedisStore(rdb *redis.Client, prefix string, logger *slog.Logger, tracer
 	if err != nil {
 		return nil, err
 	}
-	return &redisStore{limiter: redis_rate.NewLimiter(rdb), prefix: prefix, logger: logger, tracer: tracer, fallbacks: fallbacks, now: now}, nil
+	return &redisStore{rdb: rdb, limiter: redis_rate.NewLimiter(rdb), prefix: prefix, logger: logger, tracer: tracer, fallbacks: fallbacks, now: now}, nil
 }
 
 // usable reports whether to ask Redis: always while it answers; after a
@@ -136,7 +137,7 @@ func newRedisLimiter(store *redisStore, p policy) *redisLimiter {
 		policy: p,
 		limit:  redis_rate.Limit{Rate: p.quota, Burst: p.quota, Period: p.window},
 		local:  newKeyedLimiter(p, store.now),
-		scope:  metric.WithAttributeSet(attribute.NewSet(attribute.String("scope", p.name))),
+		scope:  scopeOf(p.name),
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 			semconv.DBSystemNameRedis, semconv.DBOperationName("EVALSHA"), attribute.String("blueprint.rate_limit.scope", p.name))},
 	}
@@ -148,32 +149,23 @@ func (l *redisLimiter) peek(ctx context.Context, key string) decision { return l
 
 // check takes n tokens (0 to peek) in Redis, or locally while Redis fails.
 func (l *redisLimiter) check(ctx context.Context, key string, n int) decision {
-	if l.store.usable() {
-		d, err := l.checkRedis(ctx, key, n)
-		if err == nil {
-			l.store.answered(ctx)
-			return d
+	return viaRedis(ctx, l.store, l.scope, func(ctx context.Context) (decision, error) {
+		return l.checkRedis(ctx, key, n)
+	}, func() decision {
+		if n == 0 {
+			return l.local.peek(ctx, key)
 		}
-		if ctx.Err() == nil { // a client that left is no fault of Redis
-			l.store.failed(ctx, err)
-		}
-	}
-	l.store.fallbacks.Add(ctx, 1, l.scope)
-	if n == 0 {
-		return l.local.peek(ctx, key)
-	}
-	return l.local.allow(ctx, key)
+		return l.local.allow(ctx, key)
+	})
 }
 
 func (l *redisLimiter) checkRedis(ctx context.Context, key string, n int) (decision, error) {
-	ctx, span := l.store.tracer.Start(ctx, "EVALSHA", l.spanOpts...)
-	defer span.End()
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	res, err := l.store.limiter.AllowN(ctx, l.store.prefix+l.policy.name+":"+key, l.limit, n)
+	var res *redis_rate.Result
+	err := l.store.roundTrip(ctx, "EVALSHA", l.spanOpts, func(ctx context.Context) (err error) {
+		res, err = l.store.limiter.AllowN(ctx, l.store.prefix+l.policy.name+":"+key, l.limit, n)
+		return err
+	})
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "rate limit check failed")
 		return decision{}, err
 	}
 	// The bucket is full again after ResetAfter, which tells what it holds
@@ -185,4 +177,39 @@ func (l *redisLimiter) checkRedis(ctx context.Context, key string, n int) (decis
 		return decision{allowed: tokens >= 1, tokens: tokens}, nil
 	}
 	return decision{allowed: res.Allowed == n, tokens: tokens}, nil
+}
+
+// viaRedis returns remote's answer while Redis answers. While Redis fails,
+// or when remote does, it returns local's instead, made with this
+// replica's own state, and counts the fallback in scope.
+func viaRedis[T any](ctx context.Context, s *redisStore, scope metric.MeasurementOption,
+	remote func(context.Context) (T, error), local func() T,
+) T {
+	if s.usable() {
+		v, err := remote(ctx)
+		if err == nil {
+			s.answered(ctx)
+			return v
+		}
+		if ctx.Err() == nil { // a client that left is no fault of Redis
+			s.failed(ctx, err)
+		}
+	}
+	s.fallbacks.Add(ctx, 1, scope)
+	return local()
+}
+
+// roundTrip runs fn, one round trip to Redis, in a client span named name
+// and within storeTimeout.
+func (s *redisStore) roundTrip(ctx context.Context, name string, opts []trace.SpanStartOption, fn func(context.Context) error) error {
+	ctx, span := s.tracer.Start(ctx, name, opts...)
+	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := fn(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "rate limit check failed")
+	}
+	return err
 }

@@ -3,7 +3,10 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
@@ -68,5 +71,71 @@ func (g *Gateway) shed(w http.ResponseWriter, r *http.Request) {
 		Title:  http.StatusText(status),
 		Status: status,
 		Detail: "the gateway is serving as many requests as it can; try again shortly",
+	})
+}
+
+// Requests in flight per client. Shedding protects the gateway, not its
+// clients from one another: one address holding requests open (a body sent
+// a byte a second, an answer read as slowly) would take every slot, and
+// every other client would be shed. So each client IP, counted as the rate
+// limits count it, may hold at most MaxInFlightPerIP requests; past it, its
+// next one is refused at once with 429, before it takes a slot of the
+// gateway's. Requests in flight are this process's own, so the counts stay
+// in memory even when the rate-limit buckets are in Redis.
+
+// clientsInFlight counts the requests each client is holding.
+type clientsInFlight struct {
+	limit int
+	scope metric.MeasurementOption
+
+	mu   sync.Mutex
+	held map[string]int // absent once a client holds none, so memory follows the clients active now
+}
+
+func newClientsInFlight(limit int) *clientsInFlight {
+	return &clientsInFlight{limit: limit, held: map[string]int{}, scope: scopeOf(scopeIPInFlight)}
+}
+
+// acquire counts one more request for client, unless it holds the limit.
+func (c *clientsInFlight) acquire(client string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held[client] >= c.limit {
+		return false
+	}
+	c.held[client]++
+	return true
+}
+
+func (c *clientsInFlight) release(client string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held[client] <= 1 {
+		delete(c.held, client)
+		return
+	}
+	c.held[client]--
+}
+
+// limitInFlightPerIP serves a request only while its client holds fewer
+// than its limit.
+func (g *Gateway) limitInFlightPerIP(next http.Handler) http.Handler {
+	if g.inFlightByIP == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := clientKey(r)
+		if !g.inFlightByIP.acquire(client) {
+			g.rateLimited.Add(r.Context(), 1, g.inFlightByIP.scope)
+			// The body may still be on its way, a byte at a time: closing
+			// the connection sends the answer now instead of after reading
+			// it. A second is long enough for one of the client's requests
+			// to finish.
+			w.Header().Set("Connection", "close")
+			httpx.WriteError(w, r, g.logger, rateLimited(time.Second, "too many requests in progress from this address"))
+			return
+		}
+		defer g.inFlightByIP.release(client)
+		next.ServeHTTP(w, r)
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 )
 
 // argon2id parameters: one of the equivalent settings the OWASP Password
@@ -29,15 +31,41 @@ const (
 // hasher hashes and checks passwords. Each hash holds 7 MiB for tens of
 // milliseconds, so a burst of logins could exhaust memory: a semaphore lets
 // only a few run at once and the rest wait (or give up with their context).
+//
+// Hashing a new password (a registration) waits first for a second,
+// smaller semaphore of half the slots. A flood of registrations then queues
+// there and holds at most half the slots, and logins, which check hashes,
+// always find the other half: their wait does not grow with the flood. The
+// queue is short: a registration that finds it full is refused at once,
+// rather than waiting past its caller's deadline while holding the
+// caller's connection, a place in its bulkhead and, as a timeout, a mark
+// against this replica in its circuit breaker, which logins need too.
 type hasher struct {
-	slots chan struct{}
+	slots     chan struct{} // every hash and check running
+	hashSlots chan struct{} // hashes of new passwords running: half of slots
+	hashQueue chan struct{} // hashes of new passwords running or waiting
 	// dummy is checked when an email is unknown, so a wrong email costs the
 	// same time as a wrong password.
 	dummy string
 }
 
+// hashQueuePerSlot is how many hashes of new passwords may be admitted per
+// slot they may run in: at tens of milliseconds a hash, the last waits well
+// under a second.
+const hashQueuePerSlot = 8
+
+// errTooManyRegistrations refuses a registration that finds the hash queue
+// full.
+var errTooManyRegistrations = &apperr.Error{Kind: apperr.RateLimited, Code: "rate_limited",
+	Detail: "too many registrations at the moment; try again shortly", RetryAfter: 1}
+
 func newHasher() (*hasher, error) {
-	h := &hasher{slots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
+	n := max(2, runtime.GOMAXPROCS(0))
+	h := &hasher{
+		slots:     make(chan struct{}, n),
+		hashSlots: make(chan struct{}, n/2),
+		hashQueue: make(chan struct{}, hashQueuePerSlot*(n/2)),
+	}
 	dummy, err := h.hash(context.Background(), "blueprint-dummy-password")
 	if err != nil {
 		return nil, err
@@ -46,26 +74,37 @@ func newHasher() (*hasher, error) {
 	return h, nil
 }
 
-func (h *hasher) acquire(ctx context.Context) error {
+// acquire takes a slot of sem, or gives up when ctx ends.
+func acquire(ctx context.Context, sem chan struct{}) error {
 	select {
-	case h.slots <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (h *hasher) release() { <-h.slots }
+func release(sem chan struct{}) { <-sem }
 
 // hash returns the PHC string of password with a fresh salt.
 func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 	salt := make([]byte, argonSaltLen)
 	_, _ = rand.Read(salt) // crypto/rand.Read never fails on supported platforms
-	if err := h.acquire(ctx); err != nil {
+	select {
+	case h.hashQueue <- struct{}{}:
+	default:
+		return "", errTooManyRegistrations
+	}
+	defer release(h.hashQueue)
+	if err := acquire(ctx, h.hashSlots); err != nil {
+		return "", err
+	}
+	defer release(h.hashSlots)
+	if err := acquire(ctx, h.slots); err != nil {
 		return "", err
 	}
 	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemoryKiB, argonThreads, argonKeyLen)
-	h.release()
+	release(h.slots)
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
 		argon2.Version, argonMemoryKiB, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
@@ -100,10 +139,10 @@ func (h *hasher) check(ctx context.Context, password, encoded string) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("password hash: key: %w", err)
 	}
-	if err := h.acquire(ctx); err != nil {
+	if err := acquire(ctx, h.slots); err != nil {
 		return false, err
 	}
 	got := argon2.IDKey([]byte(password), salt, passes, memory, threads, uint32(len(want)))
-	h.release()
+	release(h.slots)
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }

@@ -3,10 +3,17 @@ package users
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 )
 
 func TestHasher(t *testing.T) {
@@ -91,5 +98,99 @@ func TestHasherCheckRejectsMalformed(t *testing.T) {
 				t.Errorf("check(%q) = %v, %v, want false and an error", tt.encoded, ok, err)
 			}
 		})
+	}
+}
+
+// TestRegistrationFloodLeavesRoomForLogins: more registrations arrive at
+// once than the service can hash, and meanwhile another user logs in. Each
+// login is checked beside the flood, not after it: it returns while the
+// flood is still waiting to be hashed, counted by the registrations that
+// finished during the login.
+func TestRegistrationFloodLeavesRoomForLogins(t *testing.T) {
+	t.Parallel()
+	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada := Credentials{Email: "ada@example.com", Password: "correct horse battery"}
+	register(t, svc, Registration{Email: ada.Email, Password: ada.Password, Name: "Ada"})
+
+	const flood = 60
+	// The queue would refuse most of the flood at once
+	// (TestRegistrationsBeyondTheQueueAreRefused); here every registration
+	// waits for its hash.
+	svc.hasher.hashQueue = make(chan struct{}, flood)
+	ctx, stopFlood := context.WithCancel(context.Background())
+	var registered atomic.Int64
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stopFlood(); wg.Wait() }) // the registrations still waiting give up
+	for i := range flood {
+		wg.Go(func() {
+			reg := Registration{Email: fmt.Sprintf("flood-%d@example.com", i), Password: "flood password", Name: "Flood"}
+			if _, err := svc.Register(ctx, reg); err == nil {
+				registered.Add(1)
+			}
+		})
+	}
+	// Once one has been hashed, the others are waiting for their turn.
+	for deadline := time.Now().Add(10 * time.Second); registered.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no registration finished in 10s")
+		}
+	}
+
+	var slowest time.Duration
+	for range 5 {
+		before, start := registered.Load(), time.Now()
+		if _, err := svc.Authenticate(context.Background(), ada); err != nil {
+			t.Fatalf("Authenticate during the flood = %v, want nil", err)
+		}
+		took := time.Since(start)
+		slowest = max(slowest, took)
+		if waited := registered.Load() - before; waited > flood/4 {
+			t.Fatalf("a login took %v, in which %d registrations of the flood were hashed; want it hashed beside them, not after them", took, waited)
+		}
+	}
+	t.Logf("slowest of 5 logins during a flood of %d registrations: %v", flood, slowest)
+	if registered.Load() == flood {
+		t.Errorf("the flood was over before the logins were: make it bigger, or it proves nothing")
+	}
+}
+
+// TestRegistrationsBeyondTheQueueAreRefused: registrations that find as
+// many others waiting for a hash as the queue holds are refused at once,
+// 429 with Retry-After, instead of waiting past their callers' deadlines;
+// the others are made.
+func TestRegistrationsBeyondTheQueueAreRefused(t *testing.T) {
+	t.Parallel()
+	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 100
+	errs := make(chan error, flood)
+	var wg sync.WaitGroup
+	for i := range flood {
+		wg.Go(func() {
+			_, err := svc.Register(context.Background(), Registration{Email: fmt.Sprintf("flood-%d@example.com", i), Password: "flood password", Name: "Flood"})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var made, refused int
+	for err := range errs {
+		if err == nil {
+			made++
+			continue
+		}
+		refused++
+		wantAppErr(t, "Register", err, apperr.RateLimited, "rate_limited")
+		if e, _ := errors.AsType[*apperr.Error](err); e != nil && e.RetryAfter != 1 {
+			t.Errorf("refusal's Retry-After = %d, want 1", e.RetryAfter)
+		}
+	}
+	if made == 0 || refused < flood/2 {
+		t.Errorf("%d registrations at once: %d made, %d refused; want most refused at once, the rest made", flood, made, refused)
 	}
 }
