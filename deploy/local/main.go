@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,7 +37,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
 	pg := fs.String("postgres", envOr("BLUEPRINT_LOCAL_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
 		"PostgreSQL server on which to create the services' databases (env BLUEPRINT_LOCAL_POSTGRES_URL)")
-	dir := fs.String("dir", "./.blueprint-local", "directory for the binary, keys, NATS stores and logs")
+	dir := fs.String("dir", defaultDir(), "directory for the binary, keys, NATS stores and logs")
 	prefix := fs.String("db-prefix", "blueprint_local", "prefix of the database names")
 	verbose := fs.Bool("verbose", false, "stream every process's log here too")
 	cfg := localcluster.Config{}
@@ -48,10 +49,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *dir == "" {
+		return errors.New("no user cache directory to keep the binary, keys and data in: give --dir")
+	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
 	}
+	// It holds private keys: the user's alone.
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "directory", abs, "(binary, keys, NATS stores, logs; --dir changes it)")
 	cfg.Dir, cfg.PostgresURL, cfg.DatabasePrefix = abs, *pg, *prefix
 	if *verbose {
 		cfg.Log = stdout
@@ -78,6 +87,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping…")
 	return c.Stop()
+}
+
+// defaultDir is where the binary, the keys and the data go unless --dir
+// says otherwise: the user's cache directory, out of any working tree, where
+// a `git add` could commit the private keys. It is "" when the user has no
+// cache directory.
+func defaultDir() string {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(cache, "blueprint", "local")
 }
 
 func envOr(key, def string) string {

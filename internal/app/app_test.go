@@ -3,11 +3,14 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,8 +53,19 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"negative rate", map[string]string{"RATE_LIMIT_RPS": "-1"}, nil, "RATE_LIMIT_RPS"},
 		{"negative max in flight", map[string]string{"GATEWAY_MAX_IN_FLIGHT": "-1"}, nil, "GATEWAY_MAX_IN_FLIGHT"},
 		{"redis URL over http", map[string]string{"REDIS_URL": "http://cache:6379"}, nil, "REDIS_URL"},
-		{"redis URL with a bad port", map[string]string{"REDIS_URL": "redis://:" + testRedisPassword + "@cache:port/0"}, nil, "REDIS_URL"},
-		{"redis URL with a bad database", map[string]string{"REDIS_URL": "redis://:" + testRedisPassword + "@cache:6379/zero"}, nil, "REDIS_URL"},
+		{"redis URL with a bad port", map[string]string{"REDIS_URL": "redis://:" + testPassword + "@cache:port/0"}, nil, "REDIS_URL"},
+		{"redis URL with a bad database", map[string]string{"REDIS_URL": "redis://:" + testPassword + "@cache:6379/zero"}, nil, "REDIS_URL"},
+		{"upstream URL with a password", map[string]string{"USERS_URL": "ftp://app:" + testPassword + "@users:3002"}, nil, "USERS_URL"},
+		{"upstream URL that does not parse, with a password", map[string]string{"ORDERS_URL": "http://app:" + testPassword + "@orders:30x3"}, nil, "ORDERS_URL"},
+		{"upstream URL flag with a password", nil, []string{"run", "--notifications-url", "ftp://app:" + testPassword + "@n:3004"}, "NOTIFICATIONS_URL"},
+		{"NATS URL with a password", map[string]string{"NATS_URL": "http://app:" + testPassword + "@nats:4222"}, nil, "NATS_URL"},
+		{"NATS URL that does not parse, with a password", map[string]string{"NATS_URL": "nats://app:" + testPassword + "@nats:42x22"}, nil, "NATS_URL"},
+		{"NATS URL without a scheme, with a password", map[string]string{"NATS_URL": "app:" + testPassword + "@nats:4222"}, nil, "NATS_URL"},
+		{"NATS URL list with a password", map[string]string{"NATS_URL": "nats://app:" + testPassword + "@a:4222,http://app:" + testPassword + "@b:4222"}, nil, "NATS_URL"},
+		{"database URL with a password", map[string]string{"USERS_DATABASE_URL": "mysql://app:" + testPassword + "@db/users"}, nil, "USERS_DATABASE_URL"},
+		{"database URL that does not parse, with a password", map[string]string{"ORDERS_DATABASE_URL": "postgres://app:" + testPassword + "@db:port/orders"}, nil, "ORDERS_DATABASE_URL"},
+		{"webhook URL with a password", webhookEnv("ftp://app:" + testPassword + "@hooks.example.com/"), nil, "NOTIFY_WEBHOOK_URL"},
+		{"webhook URL to link-local with a password", webhookEnv("http://app:" + testPassword + "@169.254.10.1/"), nil, "NOTIFY_WEBHOOK_URL"},
 		{"zero attempt timeout", map[string]string{"UPSTREAM_ATTEMPT_TIMEOUT": "0s"}, nil, "UPSTREAM_ATTEMPT_TIMEOUT"},
 		{"negative retries", map[string]string{"UPSTREAM_RETRIES": "-1"}, nil, "UPSTREAM_RETRIES"},
 		{"no bulkhead room", map[string]string{"UPSTREAM_MAX_IN_FLIGHT": "0"}, nil, "UPSTREAM_MAX_IN_FLIGHT"},
@@ -82,6 +96,7 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"dlq replay of seq and all", nil, []string{"dlq", "replay", "--seq", "1", "--all", "--nats-url", "nats://127.0.0.1:4222"}, "--seq or --all"},
 		{"dlq bad seq", nil, []string{"dlq", "replay", "--seq", "1,two"}, "two"},
 		{"dlq bad NATS URL", map[string]string{"NATS_URL": "http://nats:4222"}, []string{"dlq", "list"}, "NATS_URL"},
+		{"dlq bad NATS URL with a password", map[string]string{"NATS_URL": "http://app:" + testPassword + "@nats:4222"}, []string{"dlq", "list"}, "NATS_URL"},
 		{"dlq unknown command", nil, []string{"dlq", "drain"}, "drain"},
 		{"dlq alone", nil, []string{"dlq"}, "blueprint help dlq"},
 	} {
@@ -100,16 +115,16 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 			if secret := tc.env["NOTIFY_WEBHOOK_SECRET"]; secret != "" && strings.Contains(err.Error(), secret) {
 				t.Errorf("error = %q, repeats the webhook secret", err)
 			}
-			if strings.Contains(err.Error(), testRedisPassword) {
-				t.Errorf("error = %q, repeats the Redis password", err)
+			if strings.Contains(err.Error(), testPassword) {
+				t.Errorf("error = %q, repeats a URL's password", err)
 			}
 		})
 	}
 }
 
-// testRedisPassword is the password in the REDIS_URLs of the tests, which
-// no message may repeat.
-const testRedisPassword = "redis-password-42"
+// testPassword is the password in the URLs of the tests, which no message
+// may repeat.
+const testPassword = "url-password-42"
 
 // testWebhookSecret is a valid NOTIFY_WEBHOOK_SECRET.
 const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -207,6 +222,78 @@ func TestHelp(t *testing.T) {
 	if !strings.Contains(out, "127.0.0.1:8080/hook") || strings.Contains(out, testWebhookSecret) {
 		t.Errorf("help run with the webhook set shows the URL %v and the secret %v, want the URL only",
 			strings.Contains(out, "127.0.0.1:8080/hook"), strings.Contains(out, testWebhookSecret))
+	}
+}
+
+// TestHelpHidesURLPasswords: with a password in every URL-valued variable,
+// no help that shows the environment's values as defaults repeats one, and
+// each URL still shows where it points.
+func TestHelpHidesURLPasswords(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{}
+	for _, v := range Variables() {
+		if strings.HasSuffix(v.Env, "_URL") {
+			// A list, with a URL that does not parse: where its password
+			// ends cannot be told from the URL's syntax.
+			env[v.Env] = "nats://app:" + testPassword + "@a.example:4222,nats://app:" + testPassword + "@b.example:42x22"
+		}
+	}
+	if len(env) < 8 {
+		t.Fatalf("found %d URL-valued variables, want every *_URL of the README table", len(env))
+	}
+	for _, args := range [][]string{
+		{"help", "run"}, {"run", "--help"}, {"migrate", "-h"}, {"dlq", "list", "-h"}, {"dlq", "replay", "-h"},
+	} {
+		out, err := run(t, env, args...)
+		if err != nil {
+			t.Fatalf("Run(%q) = %v", args, err)
+		}
+		if strings.Contains(out, testPassword) {
+			t.Errorf("Run(%q) prints a URL's password:\n%s", args, out)
+		}
+		if !strings.Contains(out, "xxxxx@b.example:42x22") {
+			t.Errorf("Run(%q) does not show the URLs with their passwords masked:\n%s", args, out)
+		}
+	}
+}
+
+// TestDataIsPrivate: everything `run` keeps in a data directory it creates
+// (the directory, the SQLite databases with their -wal and -shm files, the
+// embedded NATS store) is readable by its owner only.
+func TestDataIsPrivate(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	startApp(t, "--data-dir", dir)
+	var seen []string
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed by the running system since listed
+		}
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		rel, _ := filepath.Rel(dir, path)
+		seen = append(seen, rel)
+		if got := info.Mode().Perm(); got != want {
+			t.Errorf("%s mode = %o, want %o", filepath.Join("data", rel), got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".", "users.db", "orders.db-wal", "notifications.db-shm", "nats"} {
+		if !slices.Contains(seen, want) {
+			t.Errorf("data dir holds %q, want %s among them", seen, want)
+		}
 	}
 }
 

@@ -192,11 +192,7 @@ func (c *Config) connectDeadLetters(stderr io.Writer) (*notifications.DeadLetter
 		CredsFile: c.NATSCreds, NKeyFile: c.NATSNKey, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
 	}, logger)
 	if err != nil {
-		urls := splitList(c.NATSURL)
-		for i, u := range urls {
-			urls[i] = redactURL(u)
-		}
-		return nil, nil, fmt.Errorf("reach NATS at %s: %w", strings.Join(urls, ","), err)
+		return nil, nil, fmt.Errorf("reach NATS at %s: %w", redactURLList(c.NATSURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,51 @@ type secretValue string
 
 func (s *secretValue) Set(v string) error { *s = secretValue(v); return nil }
 func (*secretValue) String() string       { return "" }
+
+// URL is String for a setting holding a URL, which may carry a password:
+// help shows the value with the password masked.
+func (f *flags) URL(p *string, name, env, def, usage string) {
+	f.String(p, name, env, def, usage)
+	fl := f.fs.Lookup(name)
+	fl.DefValue = redactURL(fl.DefValue)
+}
+
+// URLs is URL for a comma list of URLs.
+func (f *flags) URLs(p *string, name, env, def, usage string) {
+	f.String(p, name, env, def, usage)
+	fl := f.fs.Lookup(name)
+	fl.DefValue = redactURLList(fl.DefValue)
+}
+
+// redactURL is a URL setting as help, errors and logs show it, with its
+// password masked. url.URL.Redacted can be trusted only with a URL whose
+// one '@' ends its user info; in any other value holding an '@' (one that
+// does not parse, lacks "//", or is a list where one URL is expected) a
+// password could be anywhere before the last '@', so all of that but the
+// scheme is masked.
+func redactURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw // no user info, so no password
+	}
+	if u, err := url.Parse(raw); err == nil && u.Host != "" && u.User != nil && strings.Count(raw, "@") == 1 {
+		return u.Redacted()
+	}
+	scheme := ""
+	if before, _, ok := strings.Cut(raw[:at], "://"); ok {
+		scheme = before + "://"
+	}
+	return scheme + "xxxxx" + raw[at:]
+}
+
+// redactURLList is redactURL for each URL of a comma list.
+func redactURLList(list string) string {
+	urls := splitList(list)
+	for i, u := range urls {
+		urls[i] = redactURL(u)
+	}
+	return strings.Join(urls, ",")
+}
 
 func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
 	raw := f.register(name, env, def.String(), usage)

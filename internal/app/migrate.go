@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
@@ -46,13 +45,4 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 		fmt.Fprintf(stdout, "%s: migrations applied to %s\n", s, redactURL(dbURL))
 	}
 	return nil
-}
-
-// redactURL drops the password of a database URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
 }

@@ -50,7 +50,7 @@ func natsCommand(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	logger.Info("nats ready", "url", srv.ClientURL(), "cluster", cfg.ClusterListen, "routes", cfg.Routes,
+	logger.Info("nats ready", "url", srv.ClientURL(), "cluster", cfg.ClusterListen, "routes", redactURLList(routes),
 		"config", cfg.ConfigFile, "monitor", cfg.MonitorListen)
 	<-ctx.Done()
 	srv.Stop()

@@ -20,7 +20,9 @@ import (
 //	/readyz       the module can do its work: its database and NATS answer,
 //	              and it is not shutting down (readiness: route to me)
 //	/metrics      Prometheus / OpenMetrics
-//	/debug/pprof  Go profiles
+//	/debug/pprof/ Go profiles; 404 unless PPROF_ENABLED is on, because
+//	              they show the command line and cost CPU to serve, and
+//	              an ops port is reachable from inside a cluster
 //	/chaos        fault injection rules (docs/chaos.md); 404 unless
 //	              BLUEPRINT_CHAOS is on
 func (m *module) opsHandler(s *system) http.Handler {
@@ -43,10 +45,12 @@ func (m *module) opsHandler(s *system) http.Handler {
 	})
 	mux.Handle("/chaos", chaos.NewHandler(m.chaos))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.tel.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.cfg.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

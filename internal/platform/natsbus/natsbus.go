@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -92,7 +93,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		for _, r := range cfg.Routes {
 			u, err := url.Parse(r)
 			if err != nil || u.Host == "" {
-				return nil, fmt.Errorf("embedded nats route %q: not a nats://host:port URL", r)
+				return nil, fmt.Errorf("embedded nats route %q: not a nats://host:port URL", redactedRoute(r))
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
@@ -122,6 +123,15 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 			return nil, errors.New("embedded nats: not ready after 10s")
 		}
 	}
+}
+
+// redactedRoute is a route URL fit for an error message: what comes before
+// its last '@' (user info, perhaps with a password) masked.
+func redactedRoute(r string) string {
+	if at := strings.LastIndex(r, "@"); at >= 0 {
+		return "xxxxx" + r[at:]
+	}
+	return r
 }
 
 // splitHostPort parses host:port for nats-server, which reads port 0 as

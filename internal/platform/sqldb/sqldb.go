@@ -104,6 +104,14 @@ func openSQLite(ctx context.Context, path string, o options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database dir: %w", err)
 	}
+	// SQLite would create the file readable by everyone (0644), and its -wal
+	// and -shm files with the file's own mode: made here first, all three
+	// are the owner's alone. An empty file is an empty database to SQLite.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create database: %w", err)
+	}
+	f.Close()
 	// WAL lets readers run beside the writer; synchronous(FULL) makes every
 	// commit durable before the client hears 201, power loss included;
 	// busy_timeout covers the moments the read pool and the write connection

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -108,6 +109,55 @@ func TestOpenSQLite(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("stat %s: %v, want the database file created", path, err)
+	}
+}
+
+// TestSQLiteFilesArePrivate: a database holds every user's data, so its
+// directory, its file and the -wal and -shm files beside it are the
+// owner's alone.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	db, err := sqldb.Open(t.Context(), "sqlite:"+filepath.Join(dir, "orders.db"), migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A write goes through the WAL, so both of its files exist now.
+	if _, err := db.ExecContext(t.Context(), `UPDATE counters SET n = n + 1`); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]os.FileMode{
+		"": 0o700, "orders.db": 0o600, "orders.db-wal": 0o600, "orders.db-shm": 0o600,
+	}
+	for name, mode := range want {
+		info, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("stat %s: %v", name, err)
+		} else if got := info.Mode().Perm(); got != mode {
+			t.Errorf("%s mode = %o, want %o", filepath.Join("data", name), got, mode)
+		}
+	}
+}
+
+// TestPostgresErrorsHideThePassword: a database that cannot be reached is
+// reported with its user, host and database, never its password.
+func TestPostgresErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
+	const password = "pg-password-42"
+	for _, url := range []string{
+		"postgres://app:" + password + "@127.0.0.1:1/users?connect_timeout=1",
+		"postgres://app:" + password + "@127.0.0.1:1/users?pool_max_conns=many",
+		"postgres://app:" + password + "@127.0.0.1:1/users?sslmode=sometimes",
+	} {
+		db, err := sqldb.Open(t.Context(), url, migrations)
+		if err == nil {
+			db.Close()
+			t.Fatalf("Open(%q) = nil error, want an error", url)
+		}
+		if strings.Contains(err.Error(), password) {
+			t.Errorf("Open error = %q, repeats the password", err)
+		}
 	}
 }
 
