@@ -35,6 +35,8 @@ Usage:
   blueprint [run] [flags]           run services (all of them by default)
   blueprint demo [--gateway URL]    try the whole flow against a running gateway
   blueprint keys generate --out DIR make the keys of a multi-process deployment
+  blueprint keys rotate --from DIR --out DIR
+                                    replace every key without refusing one in use
   blueprint migrate [flags]         apply the services' database migrations and exit
   blueprint nats [flags]            run a NATS server with JetStream (a cluster node)
   blueprint chaos set|list|clear    inject faults into a running service (BLUEPRINT_CHAOS=true)

@@ -26,6 +26,12 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
+	return newTestServerOn(t, sqldbtest.SQLite)
+}
+
+// newTestServerOn is newTestServer on the given database.
+func newTestServerOn(t testing.TB, backend sqldbtest.Backend) *testServer {
+	t.Helper()
 	services := []string{"gateway", "users", "orders", "notifications"}
 	kr, err := auth.GenerateKeyring(services)
 	if err != nil {
@@ -35,7 +41,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatalf("NewServiceVerifier() error = %v", err)
 	}
-	ts := newTestService(t, sqldbtest.SQLite)
+	ts := newTestService(t, backend)
 	srv := httptest.NewServer(NewServer(ts.Service, v, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	s := &testServer{testService: ts, srv: srv, minters: map[string]*auth.Minter{}}
@@ -47,7 +53,7 @@ func newTestServer(t *testing.T) *testServer {
 
 // token mints an internal token from the service "from" to audience for
 // subject ("" when the service acts for itself).
-func (s *testServer) token(t *testing.T, from, audience, subject string) string {
+func (s *testServer) token(t testing.TB, from, audience, subject string) string {
 	t.Helper()
 	tok, err := s.minters[from].Token(audience, subject)
 	if err != nil {
@@ -57,7 +63,7 @@ func (s *testServer) token(t *testing.T, from, audience, subject string) string 
 }
 
 // asUser is the gateway's token acting for userID.
-func (s *testServer) asUser(t *testing.T, userID string) string {
+func (s *testServer) asUser(t testing.TB, userID string) string {
 	t.Helper()
 	return s.token(t, "gateway", Name, userID)
 }
