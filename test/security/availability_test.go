@@ -154,13 +154,14 @@ func attackAvailability(t *testing.T, s *system) {
 	})
 
 	t.Run("slow bodies do not starve others", func(t *testing.T) {
-		// Each connection promises a 200-byte body and sends a byte a
+		// Each connection promises a 200-byte order and sends a byte a
 		// second: without a bound per client, 600 of them — opened at 50 a
-		// second, under the per-address rate limit — hold the gateway's
-		// slots until their read deadline.
+		// second, under the per-address and per-user rate limits — hold
+		// the gateway's slots until their read deadline.
 		bystander := newClient(t, s)
 		bystander.signUp("bystander password 2")
 		attacker := newClient(t, s)
+		attacker.signUp("attacker password 3")
 		const conns = 600
 		var held, refused atomic.Int64
 		tr := during(func() {
@@ -174,7 +175,8 @@ func attackAvailability(t *testing.T, s *system) {
 						return
 					}
 					defer conn.Close()
-					fmt.Fprintf(conn, "POST /auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n")
+					fmt.Fprintf(conn, "POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+						"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n", attacker.token)
 					// Refused at once, or left to trickle?
 					_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 					status := make([]byte, 12)
@@ -196,6 +198,35 @@ func attackAvailability(t *testing.T, s *system) {
 		}, 100*time.Millisecond, func() answer { return bystander.send("GET", "/users/me", "") }, status(http.StatusOK))
 		expectUnharmed(t, s, "600 slow bodies from one address",
 			fmt.Sprintf("%d held, %d refused 429 at once", held.Load(), refused.Load()), tr)
+	})
+
+	t.Run("a request flood is limited to its sender", func(t *testing.T) {
+		attacker, bystander := newClient(t, s), newClient(t, s)
+		attacker.signUp("attacker password 2")
+		bystander.signUp("bystander password 4")
+		var limited, served atomic.Int64
+		tr := during(func() {
+			var wg sync.WaitGroup
+			end := time.Now().Add(5 * time.Second)
+			for range 16 {
+				wg.Go(func() { // ends after 5 s of requests as fast as they go
+					for time.Now().Before(end) {
+						switch attacker.send("GET", "/orders", "").status {
+						case http.StatusTooManyRequests:
+							limited.Add(1)
+						case http.StatusOK:
+							served.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+		}, 100*time.Millisecond, func() answer { return bystander.send("GET", "/orders", "") }, status(http.StatusOK))
+		if limited.Load() == 0 {
+			t.Errorf("no request of the flood was refused: %d served", served.Load())
+		}
+		expectUnharmed(t, s, "16 clients sending GET /orders as fast as they can",
+			fmt.Sprintf("%d served, %d refused 429", served.Load(), limited.Load()), tr)
 	})
 
 	t.Run("a registration flood does not slow logins", func(t *testing.T) {
