@@ -107,18 +107,29 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	// the ready timeout.
 	fatal := make(chan string, 1)
 	srv.SetLoggerV2(serverLogger{l: logger, fatal: fatal}, false, false, false)
-	go srv.Start() // runs until Shutdown; Stop waits for it
+	// Start sets the server up and returns, leaving its listeners running
+	// until Shutdown. Shutdown must not run while Start still does (a
+	// failed start goes on after Fatalf, enabling JetStream): every path
+	// out of here waits for Start to return first.
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		srv.Start()
+	}()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if srv.ReadyForConnections(50 * time.Millisecond) {
+			<-started
 			return &Embedded{srv: srv}, nil
 		}
 		select {
 		case msg := <-fatal:
+			<-started
 			srv.Shutdown()
 			return nil, fmt.Errorf("embedded nats: %s", msg)
 		default:
 		}
 		if time.Now().After(deadline) {
+			<-started
 			srv.Shutdown()
 			return nil, errors.New("embedded nats: not ready after 10s")
 		}
