@@ -264,7 +264,7 @@ func TestAlertsHaveRunbooks(t *testing.T) {
 			t.Errorf("alert %s: runbook %q is not a section of docs/observability.md", r.Alert, r.Annotations["runbook"])
 		}
 	}
-	for _, want := range []string{"BlueprintHighErrorRatio", "BlueprintHighLatency", "BlueprintBreakerOpen", "BlueprintOutboxStale",
+	for _, want := range []string{"BlueprintHighErrorRatio", "BlueprintHighLatency", "BlueprintBreakerOpen", "BlueprintReplicaEjected", "BlueprintOutboxStale",
 		"BlueprintDeadLetters", "BlueprintErrorBudgetBurnFast", "BlueprintErrorBudgetBurnSlow", "BlueprintLatencyObjectiveMissed"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alerts %v, want %s among them", alerts, want)

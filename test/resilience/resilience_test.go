@@ -112,6 +112,20 @@ func setFault(t *testing.T, opsURL string, rule map[string]any) {
 	}
 }
 
+// clearFaults removes every chaos rule of a service.
+func clearFaults(t *testing.T, opsURL string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, opsURL+"/chaos", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("clear faults: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("clear faults: %d", resp.StatusCode)
+	}
+}
+
 // rssMiB is a process's resident memory.
 func rssMiB(t *testing.T, pid int) float64 {
 	t.Helper()

@@ -3,7 +3,6 @@
 package resilience
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -18,36 +17,36 @@ import (
 // probes, shortened for the test (UPSTREAM_BREAKER_DELAY).
 const breakerDelay = 2 * time.Second
 
-// Users killed mid-load: while its breaker is open the gateway answers 503
-// at once instead of trying; once users is back, success resumes within the
-// breaker's delay; no request waits past its deadline.
-func TestUsersKilled(t *testing.T) {
+// Users failing every lookup mid-load (503s that shed nothing: no
+// Retry-After): its breaker opens, and while it is open the gateway answers
+// 503 at once instead of trying; once users answers again, success resumes
+// within the breaker's delay; no request waits past its deadline. (A users
+// that dies is ejected at once instead, whatever its breaker's window
+// holds: failover_test.go.)
+func TestUsersFailing(t *testing.T) {
 	c, client := start(t, localcluster.Config{}, "UPSTREAM_BREAKER_DELAY="+breakerDelay.String())
 	token := client.SignUp(t, 0)
 	users := c.Get("users-1")
 	stop := make(chan struct{})
-	var killed, back time.Time
-	go func() { // ends after the fault and the recovery
-		defer close(stop)
-		time.Sleep(2 * time.Second)
-		killed = time.Now()
-		if err := users.Kill(); err != nil {
-			t.Errorf("kill users: %v", err)
-		}
-		time.Sleep(4 * time.Second)
-		if err := users.Restart(context.Background()); err != nil {
-			t.Errorf("restart users: %v", err)
-		}
-		back = time.Now()
-		time.Sleep(breakerDelay + 3*time.Second)
-	}()
-	samples := hammer(client, client.Gateways[0]+"/users/me", token, 100, 8, stop)
+	stopLoad := sync.OnceFunc(func() { close(stop) })
+	t.Cleanup(stopLoad) // also when a step below fails the test
+	done := make(chan []sample, 1)
+	go func() { done <- hammer(client, client.Gateways[0]+"/users/me", token, 100, 8, stop) }()
+	time.Sleep(2 * time.Second)
+	failing := time.Now()
+	setFault(t, users.OpsURL, map[string]any{"route": "GET /users/{id}", "errorRate": 1})
+	time.Sleep(4 * time.Second)
+	clearFaults(t, users.OpsURL)
+	back := time.Now()
+	time.Sleep(breakerDelay + 3*time.Second)
+	stopLoad()
+	samples := <-done
 
 	// The breaker's open spell, from the gateway's log: from "opened" to
 	// the first "half-open" after it.
 	var opened, halfOpen time.Time
 	for _, rec := range logRecords(t, c.Dir(), "gateway-1", "circuit breaker opened", "") {
-		if at := logTime(rec); at.After(killed) && opened.IsZero() {
+		if at := logTime(rec); at.After(failing) && opened.IsZero() {
 			opened = at
 		}
 	}
@@ -93,13 +92,13 @@ func TestUsersKilled(t *testing.T) {
 		t.Errorf("gateway p99 while the breaker was open = %s over %d requests, want under 10 ms (it fails fast)", p, len(served))
 	}
 	if resumed.IsZero() || resumed.Sub(back) > breakerDelay+time.Second {
-		t.Errorf("success resumed %s after users was back, want within the breaker delay (%s)", resumed.Sub(back), breakerDelay)
+		t.Errorf("success resumed %s after users answered again, want within the breaker delay (%s)", resumed.Sub(back), breakerDelay)
 	}
 	if slowest > 6*time.Second {
 		t.Errorf("slowest request %s, want none past the 5 s deadline", slowest)
 	}
-	t.Logf("%d requests: %v; breaker open %s after the kill; %d answers while open, all 503, p99 %s at the gateway (%s at the client); success resumed %s after users was ready; slowest %s",
-		len(samples), statuses(samples), opened.Sub(killed).Round(time.Millisecond), len(fast), p99(served), p99(fast),
+	t.Logf("%d requests: %v; breaker open %s after users began failing; %d answers while open, all 503, p99 %s at the gateway (%s at the client); success resumed %s after users answered again; slowest %s",
+		len(samples), statuses(samples), opened.Sub(failing).Round(time.Millisecond), len(fast), p99(served), p99(fast),
 		resumed.Sub(back).Round(time.Millisecond), slowest.Round(time.Millisecond))
 }
 

@@ -27,7 +27,7 @@ const resolveTimeout = 5 * time.Second
 const resolveMissingEvery = time.Second
 
 // replica is one address of an upstream: its own connections, its own
-// breaker, its own count of attempts in flight.
+// breaker and ejection, its own count of attempts in flight.
 type replica struct {
 	target target
 	// addr is the host:port dialled: an IP address once the target's name
@@ -37,6 +37,7 @@ type replica struct {
 	transport *http.Transport
 	client    *http.Client
 	breaker   circuitbreaker.CircuitBreaker[any]
+	ejection  ejection
 	inflight  atomic.Int64
 
 	// mu serialises the breaker's permits and results, and with them its
@@ -51,15 +52,19 @@ func (c *Client) newReplica(tg target, addr string) *replica {
 	r := &replica{target: tg, addr: addr}
 	r.transport = &http.Transport{
 		// Always this replica's address, whatever the URL's host resolves
-		// to: the pool of connections is this replica's alone.
+		// to: the pool of connections is this replica's alone. Counting
+		// what is written tells a request that never left (call.go).
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return c.dialer.DialContext(ctx, network, addr)
+			conn, err := c.dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &countingConn{Conn: conn}, nil
 		},
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: c.attemptTimeout,
-		ForceAttemptHTTP2:     false,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   false,
 	}
 	r.client = &http.Client{
 		Transport: otelhttp.NewTransport(attemptTransport{next: r.transport},
@@ -85,15 +90,24 @@ func (c *Client) newReplica(tg target, addr string) *replica {
 	return r
 }
 
-// ready reports whether the replica may be sent an attempt: its breaker is
-// closed, half-open, or open with its delay over (the next attempt turns it
-// half-open and is a probe).
-func (r *replica) ready() bool { return r.breaker.RemainingDelay() == 0 }
+// ready reports whether the replica may be sent an attempt: it is not
+// ejected, and its breaker is closed, half-open, or open with its delay over
+// (the next attempt turns it half-open and is a probe).
+func (r *replica) ready() bool { return !r.ejected() && r.breaker.RemainingDelay() == 0 }
 
-// anyReady reports whether some replica may take an attempt: if none may,
-// a retry would only be refused.
-func (c *Client) anyReady() bool {
-	return slices.ContainsFunc(*c.replicas.Load(), (*replica).ready)
+// anyReady reports whether some replica may take an attempt, one the call
+// has not tried yet when fresh: if none may, another attempt would only be
+// refused.
+func (c *Client) anyReady(tried []*replica, fresh bool) bool {
+	return slices.ContainsFunc(*c.replicas.Load(), func(r *replica) bool {
+		return r.ready() && !(fresh && slices.Contains(tried, r))
+	})
+}
+
+// unavailableFor is how long the replica will refuse attempts: until its
+// ejection's probe, or its breaker's delay, whichever is later.
+func (r *replica) unavailableFor() time.Duration {
+	return max(r.ejectionLeft(), r.breaker.RemainingDelay())
 }
 
 // acquire takes a permit from the breaker: always granted when closed, one
@@ -125,11 +139,12 @@ func (r *replica) record(ctx context.Context, v verdict) {
 	}
 }
 
-// pick chooses the replica for an attempt. Replicas whose breaker is open
-// are skipped; so are those tried earlier in the call, unless no other is
-// left. Among the rest it takes turns, and of the next two in turn takes
-// the one with fewer attempts in flight — round robin that steers around a
-// slow replica, the "power of two choices" without the randomness.
+// pick chooses the replica for an attempt. Replicas ejected or whose
+// breaker is open are skipped; so are those tried earlier in the call,
+// unless no other is left. Among the rest it takes turns, and of the next
+// two in turn takes the one with fewer attempts in flight — round robin
+// that steers around a slow replica, the "power of two choices" without the
+// randomness.
 func (c *Client) pick(ctx context.Context, tried []*replica) (*replica, error) {
 	reps := *c.replicas.Load()
 	if len(reps) == 0 {
@@ -165,15 +180,18 @@ func (c *Client) pick(ctx context.Context, tried []*replica) (*replica, error) {
 			return first, nil
 		}
 	}
-	// Every breaker is open: fail now, and say when one may let calls in.
+	// Every replica is out: fail now, and say when one may take calls.
 	wait := time.Duration(math.MaxInt64)
+	reason, detail := reasonBreakerOpen, " is unavailable: every replica's circuit breaker is open"
 	for _, r := range reps {
-		wait = min(wait, r.breaker.RemainingDelay())
+		wait = min(wait, r.unavailableFor())
+		if r.ejected() {
+			reason, detail = reasonEjected, " is unavailable: every replica is ejected or its circuit breaker open"
+		}
 	}
-	c.obs.rejected(ctx, reasonBreakerOpen)
+	c.obs.rejected(ctx, reason)
 	return nil, &apperr.Error{Kind: apperr.Unavailable, Code: "upstream_unavailable",
-		Detail:     c.cfg.Service + " is unavailable: every replica's circuit breaker is open",
-		RetryAfter: max(1, int(math.Ceil(wait.Seconds())))}
+		Detail: c.cfg.Service + detail, RetryAfter: max(1, int(math.Ceil(wait.Seconds())))}
 }
 
 // Run looks up the host names of the upstream's URLs at once and then every

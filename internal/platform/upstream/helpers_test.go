@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -97,13 +98,26 @@ func (o *observed) counter(t *testing.T, name string, attrs ...attribute.KeyValu
 // false when the replica is not reported.
 func (o *observed) breakerState(t *testing.T, service, replica string) (int64, bool) {
 	t.Helper()
-	m, ok := o.metric(t, "blueprint.upstream.breaker.state")
+	return o.gauge(t, "blueprint.upstream.breaker.state", service, replica)
+}
+
+// ejected is blueprint.upstream.ejected for one replica; ok is false when
+// the replica is not reported.
+func (o *observed) ejected(t *testing.T, service, replica string) (int64, bool) {
+	t.Helper()
+	return o.gauge(t, "blueprint.upstream.ejected", service, replica)
+}
+
+// gauge is the int64 gauge name of one replica.
+func (o *observed) gauge(t *testing.T, name, service, replica string) (int64, bool) {
+	t.Helper()
+	m, ok := o.metric(t, name)
 	if !ok {
 		return 0, false
 	}
 	g, ok := m.Data.(metricdata.Gauge[int64])
 	if !ok {
-		t.Fatalf("breaker state = %T, want an int64 gauge", m.Data)
+		t.Fatalf("%s = %T, want an int64 gauge", name, m.Data)
 	}
 	want := attribute.NewSet(attribute.String("upstream", service), attribute.String("replica", replica))
 	for _, dp := range g.DataPoints {
@@ -160,17 +174,45 @@ type replicaServer struct {
 
 func newReplicaServer(t *testing.T, status int) *replicaServer {
 	t.Helper()
+	return newReplicaServerAt(t, "127.0.0.1:0", status)
+}
+
+// newReplicaServerAt is newReplicaServer listening on addr: a replica
+// started again where one was before.
+func newReplicaServerAt(t *testing.T, addr string, status int) *replicaServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
 	rs := &replicaServer{}
 	rs.status.Store(int64(status))
-	rs.Server = newServer(t, func(w http.ResponseWriter, r *http.Request) {
+	rs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rs.hits.Add(1)
 		rs.mu.Lock()
 		rs.keys = append(rs.keys, r.Header.Get("Idempotency-Key"))
 		rs.mu.Unlock()
 		w.WriteHeader(int(rs.status.Load()))
-	})
+	}))
+	rs.Listener.Close()
+	rs.Listener = ln
+	rs.Start()
+	t.Cleanup(rs.Close)
 	return rs
 }
 
 // addr is the host:port the replica listens on.
 func (rs *replicaServer) addr() string { return strings.TrimPrefix(rs.URL, "http://") }
+
+// newSheddingServer is a replica refusing every request as overloaded
+// callees do: 503 with Retry-After.
+func newSheddingServer(t *testing.T) *replicaServer {
+	t.Helper()
+	rs := &replicaServer{}
+	rs.Server = newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		rs.hits.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	return rs
+}

@@ -19,6 +19,7 @@ const scope = "github.com/ds-blueprint/blueprint/internal/platform/upstream"
 // reason attribute of blueprint.upstream.rejections.
 const (
 	reasonBreakerOpen     = "breaker_open"
+	reasonEjected         = "ejected" // every replica out, some of them ejected
 	reasonBulkheadFull    = "bulkhead_full"
 	reasonBudgetExhausted = "budget_exhausted"
 	reasonNoReplica       = "no_replica"
@@ -39,7 +40,9 @@ type observer struct {
 	c          *Client
 	upstream   attribute.KeyValue
 	retries    metric.Int64Counter
+	failovers  metric.Int64Counter
 	rejections metric.Int64Counter
+	ejections  metric.Int64Counter
 }
 
 func newObserver(c *Client) (*observer, error) {
@@ -50,8 +53,16 @@ func newObserver(c *Client) (*observer, error) {
 		metric.WithDescription("Attempts retried after a failure, by upstream and reason of the failure.")); err != nil {
 		return nil, err
 	}
+	if o.failovers, err = m.Int64Counter("blueprint.upstream.failovers",
+		metric.WithDescription("Attempts sent to another replica because the request never reached the first, by upstream and reason (connect, reset_before_write); no retry, whatever the method.")); err != nil {
+		return nil, err
+	}
 	if o.rejections, err = m.Int64Counter("blueprint.upstream.rejections",
-		metric.WithDescription("Calls refused without trying (breaker_open, bulkhead_full, no_replica) and retries not made (budget_exhausted).")); err != nil {
+		metric.WithDescription("Calls refused without trying (breaker_open, ejected, bulkhead_full, no_replica) and retries not made (budget_exhausted).")); err != nil {
+		return nil, err
+	}
+	if o.ejections, err = m.Int64Counter("blueprint.upstream.ejections",
+		metric.WithDescription("Replicas ejected because a request could not be sent to them, by upstream and reason (connect, reset_before_write).")); err != nil {
 		return nil, err
 	}
 	state, err := m.Int64ObservableGauge("blueprint.upstream.breaker.state",
@@ -59,13 +70,19 @@ func newObserver(c *Client) (*observer, error) {
 	if err != nil {
 		return nil, err
 	}
+	ejected, err := m.Int64ObservableGauge("blueprint.upstream.ejected",
+		metric.WithDescription("1 while an upstream replica is ejected (unreachable, until a probe connects to it), else 0."))
+	if err != nil {
+		return nil, err
+	}
 	_, err = m.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
 		for _, r := range *c.replicas.Load() {
-			obs.ObserveInt64(state, stateValue(r.breaker.State(), r.breaker.RemainingDelay()),
-				metric.WithAttributes(o.upstream, attrReplica.String(r.addr)))
+			attrs := metric.WithAttributes(o.upstream, attrReplica.String(r.addr))
+			obs.ObserveInt64(state, stateValue(r.breaker.State(), r.breaker.RemainingDelay()), attrs)
+			obs.ObserveInt64(ejected, ejectedValue(r), attrs)
 		}
 		return nil
-	}, state)
+	}, state, ejected)
 	return o, err
 }
 
@@ -83,6 +100,14 @@ func stateValue(s circuitbreaker.State, remainingDelay time.Duration) int64 {
 	return 0
 }
 
+// ejectedValue is a replica's blueprint.upstream.ejected.
+func ejectedValue(r *replica) int64 {
+	if r.ejected() {
+		return 1
+	}
+	return 0
+}
+
 // retryScheduled is the retry policy's listener: a retry is decided and
 // about to wait its backoff. The retried attempt's client span carries the
 // reason too (attemptTransport).
@@ -91,8 +116,43 @@ func (o *observer) retryScheduled(e failsafe.ExecutionScheduledEvent[*outcome]) 
 	ctx := e.Context()
 	o.retries.Add(ctx, 1, metric.WithAttributes(o.upstream, attrReason.String(last.reason)))
 	o.c.cfg.Logger.InfoContext(ctx, "retrying upstream call",
-		"upstream", o.c.cfg.Service, "attempt", e.Attempts()+1, "reason", last.reason,
+		"upstream", o.c.cfg.Service, "attempt", last.n+1, "reason", last.reason,
 		"replica", last.replica, "backoff_ms", e.Delay.Milliseconds())
+}
+
+// failedOver notes a request that never reached its replica being sent to
+// another at once. The next attempt's client span carries the reason too.
+func (o *observer) failedOver(ctx context.Context, last *outcome) {
+	o.failovers.Add(ctx, 1, metric.WithAttributes(o.upstream, attrReason.String(last.reason)))
+	o.c.cfg.Logger.InfoContext(ctx, "failing over upstream call",
+		"upstream", o.c.cfg.Service, "attempt", last.n+1, "reason", last.reason, "replica", last.replica)
+}
+
+// ejected reports a replica taken out by the call in ctx: a warning, since
+// the replica is gone or not ready, and an event on the calling span.
+func (o *observer) ejected(ctx context.Context, r *replica, last *outcome, d time.Duration) {
+	reason := attrReason.String(last.reason)
+	o.ejections.Add(ctx, 1, metric.WithAttributes(o.upstream, reason))
+	trace.SpanFromContext(ctx).AddEvent("upstream.ejected",
+		trace.WithAttributes(o.upstream, attrReplica.String(r.addr), reason))
+	o.c.cfg.Logger.WarnContext(ctx, "replica ejected", "upstream", o.c.cfg.Service, "replica", r.addr,
+		"reason", last.reason, "error", last.err.Error(), "probe_in_ms", d.Milliseconds())
+}
+
+// stillUnreachable reports a probe that found an ejected replica still
+// refusing connections.
+func (o *observer) stillUnreachable(ctx context.Context, r *replica, err error, d time.Duration) {
+	o.c.cfg.Logger.InfoContext(ctx, "replica still unreachable", "upstream", o.c.cfg.Service,
+		"replica", r.addr, "error", err.Error(), "probe_in_ms", d.Milliseconds())
+}
+
+// returned reports a probe that found an ejected replica back, on the
+// probe's span and log line.
+func (o *observer) returned(ctx context.Context, r *replica, out time.Duration) {
+	trace.SpanFromContext(ctx).AddEvent("upstream.returned",
+		trace.WithAttributes(o.upstream, attrReplica.String(r.addr)))
+	o.c.cfg.Logger.InfoContext(ctx, "replica returned", "upstream", o.c.cfg.Service,
+		"replica", r.addr, "ejected_ms", out.Milliseconds())
 }
 
 // rejected counts a refusal and marks it on the span of the calling request.
@@ -139,8 +199,9 @@ func withAttempt(ctx context.Context, a attemptInfo) context.Context {
 
 // attemptTransport runs inside otelhttp's transport, where the attempt's
 // client span is in the request context, and marks the span with the
-// attempt number and replica; on a retry, with http.request.resend_count
-// and an upstream.retry event saying what failed before.
+// attempt number and replica; on a retry or failover, with
+// http.request.resend_count and an upstream.retry or upstream.failover
+// event saying what failed before.
 type attemptTransport struct{ next http.RoundTripper }
 
 func (t attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -149,7 +210,11 @@ func (t attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		span.SetAttributes(attrAttempt.Int(a.n), attrSpanReplica.String(a.replica))
 		if a.prev != nil {
 			span.SetAttributes(semconv.HTTPRequestResendCount(a.n - 1))
-			span.AddEvent("upstream.retry", trace.WithAttributes(
+			event := "upstream.retry"
+			if a.prev.unsent {
+				event = "upstream.failover"
+			}
+			span.AddEvent(event, trace.WithAttributes(
 				attrReason.String(a.prev.reason), attribute.String("previous_replica", a.prev.replica)))
 		}
 	}

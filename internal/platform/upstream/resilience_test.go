@@ -27,8 +27,10 @@ var (
 )
 
 // TestRetries sends one request to two replicas, the first (in the
-// balancer's turn) failing some way and the second healthy: a request that
-// is safe to repeat is retried on the second, any other is not.
+// balancer's turn) failing some way and the second healthy. A request that
+// provably never reached the first fails over to the second whatever its
+// method; one that may have reached it is retried on the second if it is
+// safe to repeat, and never otherwise.
 func TestRetries(t *testing.T) {
 	t.Parallel()
 	hang := func(t *testing.T) string {
@@ -42,29 +44,50 @@ func TestRetries(t *testing.T) {
 		t.Cleanup(func() { close(release) })
 		return srv.URL
 	}
+	// hangUp reads the request, then closes the connection: it may have
+	// done the work, and no answer says so.
+	hangUp := func(t *testing.T) string {
+		return newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("Hijack() error = %v", err)
+				return
+			}
+			conn.Close()
+		}).URL
+	}
 	status := func(code int) func(*testing.T) string {
 		return func(t *testing.T) string { return newReplicaServer(t, code).URL }
 	}
+	shedding := func(t *testing.T) string { return newSheddingServer(t).URL }
+	const (
+		retry    = "retry"    // sent again, as a retry
+		failover = "failover" // sent again, as a failover
+	)
 	tests := []struct {
-		name    string
-		first   func(*testing.T) string // the failing replica's URL
-		req     upstream.Request
-		retried bool
-		reason  string      // why the retry, in its log line and metric
-		want    int         // status of the answer, when there is one
-		kind    apperr.Kind // kind of the error, when there is none
+		name   string
+		first  func(*testing.T) string // the failing replica's URL
+		req    upstream.Request
+		via    string      // how the request reached the second replica; "" if it did not
+		reason string      // why, in its log line, metric and span event
+		want   int         // status of the answer, when there is one
+		kind   apperr.Kind // kind of the error, when there is none
 	}{
-		{name: "GET after a 503", first: status(503), req: get, retried: true, reason: "status_503", want: 200},
-		{name: "GET after a 502", first: status(502), req: get, retried: true, reason: "status_502", want: 200},
-		{name: "GET after a 504", first: status(504), req: get, retried: true, reason: "status_504", want: 200},
-		{name: "GET after a refused connection", first: closedURL, req: get, retried: true, reason: "connect", want: 200},
-		{name: "GET after a hung attempt", first: hang, req: get, retried: true, reason: "timeout", want: 200},
-		{name: "HEAD after a 503", first: status(503), req: upstream.Request{Method: http.MethodHead, Path: "/x"}, retried: true, reason: "status_503", want: 200},
-		{name: "keyed POST after a 503", first: status(503), req: postWithKey, retried: true, reason: "status_503", want: 200},
-		{name: "keyed POST after a refused connection", first: closedURL, req: postWithKey, retried: true, reason: "connect", want: 200},
+		{name: "GET after a 503", first: status(503), req: get, via: retry, reason: "status_503", want: 200},
+		{name: "GET after a 502", first: status(502), req: get, via: retry, reason: "status_502", want: 200},
+		{name: "GET after a 504", first: status(504), req: get, via: retry, reason: "status_504", want: 200},
+		{name: "GET after a 503 with Retry-After", first: shedding, req: get, via: retry, reason: "shed", want: 200},
+		{name: "GET after a refused connection", first: closedURL, req: get, via: failover, reason: "connect", want: 200},
+		{name: "GET after a hung attempt", first: hang, req: get, via: retry, reason: "timeout", want: 200},
+		{name: "GET after a hang-up", first: hangUp, req: get, via: retry, reason: "broken_response", want: 200},
+		{name: "HEAD after a 503", first: status(503), req: upstream.Request{Method: http.MethodHead, Path: "/x"}, via: retry, reason: "status_503", want: 200},
+		{name: "keyed POST after a 503", first: status(503), req: postWithKey, via: retry, reason: "status_503", want: 200},
+		{name: "keyed POST after a refused connection", first: closedURL, req: postWithKey, via: failover, reason: "connect", want: 200},
+		{name: "keyless POST after a refused connection", first: closedURL, req: postKeyless, via: failover, reason: "connect", want: 200},
 		{name: "keyless POST after a 503", first: status(503), req: postKeyless, want: 503},
-		{name: "keyless POST after a refused connection", first: closedURL, req: postKeyless, kind: apperr.Unavailable},
+		{name: "keyless POST after a 503 with Retry-After", first: shedding, req: postKeyless, want: 503},
 		{name: "keyless POST after a hung attempt", first: hang, req: postKeyless, kind: apperr.Timeout},
+		{name: "keyless POST after a hang-up", first: hangUp, req: postKeyless, kind: apperr.BadGateway},
 		{name: "keyless DELETE after a 503", first: status(503), req: upstream.Request{Method: http.MethodDelete, Path: "/x"}, want: 503},
 		{name: "GET after a 500: a bug, not retried", first: status(500), req: get, want: 500},
 		{name: "GET after a 404: an answer", first: status(404), req: get, want: 404},
@@ -87,31 +110,38 @@ func TestRetries(t *testing.T) {
 			} else if err != nil || resp.Status != tt.want {
 				t.Fatalf("Do() = %v, %v, want status %d", resp, err, tt.want)
 			}
-			if got, want := healthy.hits.Load(), map[bool]int64{true: 1}[tt.retried]; got != want {
+			if got, want := healthy.hits.Load(), map[bool]int64{true: 1}[tt.via != ""]; got != want {
 				t.Errorf("second replica got %d attempts, want %d", got, want)
 			}
-			retries := cl.counter(t, "blueprint.upstream.retries",
-				attribute.String("upstream", "users"), attribute.String("reason", tt.reason))
-			lines := cl.logs.Records(t, "retrying upstream call")
-			if !tt.retried {
-				if len(lines) != 0 {
-					t.Errorf("log has %d retry lines, want none: %v", len(lines), lines)
+			kinds := map[string]struct{ metric, log, event string }{
+				retry:    {"blueprint.upstream.retries", "retrying upstream call", "upstream.retry"},
+				failover: {"blueprint.upstream.failovers", "failing over upstream call", "upstream.failover"},
+			}
+			for via, k := range kinds {
+				lines := cl.logs.Records(t, k.log)
+				if via != tt.via {
+					if len(lines) != 0 {
+						t.Errorf("log has %d %q lines, want none: %v", len(lines), k.log, lines)
+					}
+					continue
 				}
+				if n := cl.counter(t, k.metric, attribute.String("upstream", "users"), attribute.String("reason", tt.reason)); n != 1 {
+					t.Errorf("%s{reason=%s} = %d, want 1", k.metric, tt.reason, n)
+				}
+				if len(lines) != 1 || lines[0]["attempt"] != 2.0 || lines[0]["reason"] != tt.reason ||
+					lines[0]["upstream"] != "users" || lines[0]["level"] != "INFO" ||
+					lines[0]["trace_id"] != span.SpanContext().TraceID().String() {
+					t.Errorf("%q log lines = %v, want one at INFO with attempt 2, reason %s and the caller's trace id", k.log, lines, tt.reason)
+				}
+			}
+			if tt.via == "" {
 				return
-			}
-			if retries != 1 {
-				t.Errorf("blueprint.upstream.retries{reason=%s} = %d, want 1", tt.reason, retries)
-			}
-			if len(lines) != 1 || lines[0]["attempt"] != 2.0 || lines[0]["reason"] != tt.reason ||
-				lines[0]["upstream"] != "users" || lines[0]["level"] != "INFO" ||
-				lines[0]["trace_id"] != span.SpanContext().TraceID().String() {
-				t.Errorf("retry log lines = %v, want one at INFO with attempt 2, reason %s and the caller's trace id", lines, tt.reason)
 			}
 			if tt.req.Header.Get("Idempotency-Key") != "" && !slices.Equal(healthy.keys, []string{"key-1"}) {
 				t.Errorf("second replica saw Idempotency-Key %q, want the caller's key-1", healthy.keys)
 			}
-			// The retry is its own client span: attempt 2, resent once, and
-			// an event saying what failed before.
+			// The second attempt is its own client span: attempt 2, resent
+			// once, and an event saying what failed before.
 			second := clientSpans(c, span.SpanContext().TraceID(), 2)
 			if second == nil {
 				t.Fatalf("no client span of attempt 2 in the trace")
@@ -120,8 +150,8 @@ func TestRetries(t *testing.T) {
 				!hasAttr(second.Attributes(), attribute.String("blueprint.upstream.replica", healthy.addr())) {
 				t.Errorf("attempt 2 span attributes = %v, want resend_count 1 and replica %s", second.Attributes(), healthy.addr())
 			}
-			if !hasEvent(second, "upstream.retry", attribute.String("reason", tt.reason)) {
-				t.Errorf("attempt 2 span events = %v, want upstream.retry with reason %s", second.Events(), tt.reason)
+			if event := kinds[tt.via].event; !hasEvent(second, event, attribute.String("reason", tt.reason)) {
+				t.Errorf("attempt 2 span events = %v, want %s with reason %s", second.Events(), event, tt.reason)
 			}
 		})
 	}
@@ -252,14 +282,8 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 	if got := srv.hits.Load(); got != hits {
 		t.Errorf("replica got %d attempts while its breaker was open, want 0", got-hits)
 	}
-	i := slices.IndexFunc(c.spans.Ended(), func(s sdktrace.ReadOnlySpan) bool {
-		return s.SpanContext().SpanID() == openSpan.SpanContext().SpanID()
-	})
-	if i < 0 {
-		t.Fatalf("the calling span was not recorded")
-	}
 	rejected := 0
-	for _, e := range c.spans.Ended()[i].Events() {
+	for _, e := range endedSpan(t, c, openSpan).Events() {
 		if e.Name == "upstream.rejected" && hasAttr(e.Attributes, attribute.String("reason", "breaker_open")) {
 			rejected++
 		}
@@ -300,10 +324,91 @@ func TestBreakerOpensFailsFastAndRecovers(t *testing.T) {
 	}
 }
 
-// TestBreakerCountsOnlyTheReplicasFaults: answers below 500 are answers,
-// and a caller's own short deadline is not the replica's slowness.
+// TestBreakerCountsOnlyTheReplicasFaults: answers below 500 are answers, a
+// 503 with Retry-After is load shed by a live replica, and the caller's own
+// short deadline, its giving up and its bulkhead's refusals are not the
+// replica's doing. None of them opens the breaker or ejects the replica.
 func TestBreakerCountsOnlyTheReplicasFaults(t *testing.T) {
 	t.Parallel()
+	// judged fails the test if the replica at addr has been counted
+	// against: its breaker open or it ejected.
+	judged := func(t *testing.T, cl *observed, addr, after string) {
+		t.Helper()
+		if s, _ := cl.breakerState(t, "users", addr); s != 0 {
+			t.Errorf("breaker state after %s = %d, want 0 (closed)", after, s)
+		}
+		if e, _ := cl.ejected(t, "users", addr); e != 0 {
+			t.Errorf("replica ejected after %s, want it in", after)
+		}
+	}
+	t.Run("503 with Retry-After", func(t *testing.T) {
+		t.Parallel()
+		c := newTestCaller(t)
+		srv := newSheddingServer(t)
+		p := fastPolicy()
+		p.BreakerMinCalls = 2
+		cl := c.observedClient(t, upstream.Config{URLs: []string{srv.URL}, Policy: p})
+		for range 10 {
+			if resp := mustDo(t, context.Background(), cl.Client, get); resp.Status != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+				t.Fatalf("Do() = %d Retry-After %q, want the replica's 503 and its Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+			}
+		}
+		judged(t, cl, srv.addr(), "ten 503s with Retry-After")
+		if got := srv.hits.Load(); got != 10 {
+			t.Errorf("replica got %d attempts for 10 calls, want 10: a replica that asked for time is not retried at once", got)
+		}
+	})
+	t.Run("caller gives up", func(t *testing.T) {
+		t.Parallel()
+		c := newTestCaller(t)
+		arrived := make(chan struct{}, 1)
+		srv := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			<-r.Context().Done()
+		})
+		p := fastPolicy()
+		p.BreakerMinCalls = 2
+		cl := c.observedClient(t, upstream.Config{URLs: []string{srv.URL}, Policy: p})
+		for range 4 {
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() { // ends once the request reached the replica
+				<-arrived
+				cancel()
+			}()
+			resp, err := do(t, ctx, cl.Client, get)
+			wantKind(t, "Do() the caller gave up on", resp, err, apperr.Unavailable)
+		}
+		judged(t, cl, srv.Listener.Addr().String(), "four calls their caller gave up on")
+	})
+	t.Run("bulkhead full", func(t *testing.T) {
+		t.Parallel()
+		c := newTestCaller(t)
+		release := make(chan struct{})
+		arrived := make(chan struct{}, 1)
+		srv := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		p := fastPolicy()
+		p.MaxInFlight, p.BreakerMinCalls = 1, 2
+		cl := c.observedClient(t, upstream.Config{URLs: []string{srv.URL}, Policy: p})
+		done := make(chan struct{})
+		go func() { // ends once released
+			defer close(done)
+			mustDo(t, context.Background(), cl.Client, get)
+		}()
+		<-arrived
+		for range 4 {
+			resp, err := do(t, context.Background(), cl.Client, get)
+			wantKind(t, "Do() past the bulkhead", resp, err, apperr.Unavailable)
+		}
+		close(release)
+		<-done
+		judged(t, cl, srv.Listener.Addr().String(), "four calls refused by the bulkhead")
+	})
 	t.Run("4xx", func(t *testing.T) {
 		t.Parallel()
 		c := newTestCaller(t)
@@ -498,6 +603,8 @@ func TestNewValidatesThePolicy(t *testing.T) {
 		{"failure rate over 1", func(p *upstream.Policy) { p.BreakerFailureRate = 2 }},
 		{"no probes", func(p *upstream.Policy) { p.BreakerProbes = 0 }},
 		{"no breaker delay", func(p *upstream.Policy) { p.BreakerDelay = 0 }},
+		{"no ejection time", func(p *upstream.Policy) { p.EjectionTime = 0 }},
+		{"max ejection below ejection time", func(p *upstream.Policy) { p.MaxEjectionTime = p.EjectionTime / 2 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

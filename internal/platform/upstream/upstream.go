@@ -12,17 +12,21 @@
 //     caller stops waiting (httpx honours the header);
 //   - takes a place in the upstream's bulkhead, or is refused at once when
 //     MaxInFlight calls are already waiting on it;
-//   - is sent to one replica of the upstream, chosen among those whose
-//     circuit breaker lets calls through;
+//   - is sent to one replica of the upstream, chosen among those that are
+//     neither ejected nor behind an open circuit breaker;
+//   - fails over at once to another replica, whatever its method, when it
+//     provably never reached the one it was sent to (the connection could
+//     not be made, or broke before a byte of the request left), and that
+//     replica is ejected: a request that was not sent was not processed;
 //   - is retried, when it is safe to send twice (GET, HEAD, or a request with
-//     an Idempotency-Key), after a connection failure, a timed-out attempt or
-//     a 502, 503 or 504, on another replica if there is one, with backoff, as
+//     an Idempotency-Key), after a timed-out attempt, a broken answer or a
+//     502, 503 or 504, on another replica if there is one, with backoff, as
 //     long as the deadline leaves room and the upstream's retry budget allows.
 //
 // The policies are failsafe-go's (docs/adr/0009-failsafe-go.md): a Bulkhead
 // around a RetryPolicy around each attempt, and a CircuitBreaker per replica
-// consulted by the balancer. docs/resilience.md explains each, with the logs,
-// metrics and span events that show it working.
+// consulted by the balancer; ejection (eject.go) is ours. docs/resilience.md
+// explains each, with the logs, metrics and span events that show it working.
 //
 // Failures come back as apperr values the caller can map: Timeout when the
 // deadline passed, Unavailable when no connection could be made or the
@@ -124,6 +128,12 @@ type Policy struct {
 	BreakerWindow      time.Duration
 	BreakerDelay       time.Duration
 	BreakerProbes      int
+	// A replica that could not be sent a request (its connection refused,
+	// failed, or broken before a byte was written) is ejected at once,
+	// whatever its breaker's window holds, for EjectionTime times the
+	// number of ejections and failed probes in a row, at most
+	// MaxEjectionTime; then a connection probe lets it back in.
+	EjectionTime, MaxEjectionTime time.Duration
 	// ResolveEvery is how often Run looks up the URLs' host names again.
 	ResolveEvery time.Duration
 }
@@ -142,6 +152,8 @@ func DefaultPolicy() Policy {
 		BreakerWindow:      10 * time.Second,
 		BreakerDelay:       5 * time.Second,
 		BreakerProbes:      3,
+		EjectionTime:       time.Second,
+		MaxEjectionTime:    5 * time.Second,
 		ResolveEvery:       30 * time.Second,
 	}
 }
@@ -163,6 +175,8 @@ func (p Policy) Validate() error {
 		return errors.New("breaker minimum calls and probes must be at least 1")
 	case p.BreakerWindow <= 0 || p.BreakerDelay <= 0 || p.ResolveEvery <= 0:
 		return errors.New("breaker window, breaker delay and resolve interval must be more than 0")
+	case p.EjectionTime <= 0 || p.MaxEjectionTime < p.EjectionTime:
+		return errors.New("ejection time must be more than 0 and at most the max ejection time")
 	}
 	return nil
 }
@@ -175,7 +189,7 @@ type Client struct {
 	targets        []target
 	replicas       atomic.Pointer[[]*replica]
 	next           atomic.Uint64 // the balancer's turn
-	dialer         *net.Dialer
+	dialer         dialer
 	budget         *retryBudget
 	executor       failsafe.Executor[*outcome]
 	obs            *observer
@@ -242,6 +256,11 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// dialer makes connections to replicas; *net.Dialer is one.
+type dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
 // Request is one call to the upstream.
 type Request struct {
 	Method string
@@ -258,7 +277,8 @@ type Request struct {
 // safe reports whether sending the request twice does what sending it once
 // does: GET and HEAD by definition, any other request when it carries an
 // Idempotency-Key the upstream deduplicates on. A POST without one is never
-// retried, whatever failed: the first attempt may have done its work.
+// retried once it may have reached the upstream: the first attempt may have
+// done its work. (One that provably did not is failed over, not retried.)
 func (r Request) safe() bool {
 	return r.Method == http.MethodGet || r.Method == http.MethodHead || r.Header.Get("Idempotency-Key") != ""
 }
