@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,7 +23,6 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus/natsbustest"
 	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
-	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
 	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
@@ -147,7 +145,6 @@ const (
 	envRelayDB    = "BLUEPRINT_OUTBOX_TEST_RELAY_DB"
 	envRelayNATS  = "BLUEPRINT_OUTBOX_TEST_RELAY_NATS"
 	envRelayOwner = "BLUEPRINT_OUTBOX_TEST_RELAY_OWNER"
-	envRelayLease = "BLUEPRINT_OUTBOX_TEST_RELAY_LEASE"
 )
 
 // TestRelayProcess is the relay that TestRelayResendsRowsOfACrashedRelay
@@ -157,18 +154,13 @@ func TestRelayProcess(t *testing.T) {
 	if dbURL == "" {
 		t.Skip("runs only as the process TestRelayResendsRowsOfACrashedRelay starts")
 	}
-	lease, err := time.ParseDuration(os.Getenv(envRelayLease))
-	if err != nil {
-		t.Fatalf("%s: %v", envRelayLease, err)
-	}
 	db, err := sqldb.Open(t.Context(), dbURL, orders.Migrations)
 	if err != nil {
 		t.Fatalf("open %s: %v", dbURL, err)
 	}
 	defer db.Close()
 	cfg, _ := newTestConfig(t, db, connectJS(t, os.Getenv(envRelayNATS)))
-	cfg.Owner = os.Getenv(envRelayOwner)
-	cfg.Lease = lease
+	cfg.Owner = os.Getenv(envRelayOwner) // and the default lease
 	// It runs until killed, or until its stdin closes: should the test that
 	// started it die first, it does not run on unowned.
 	ctx, cancel := context.WithCancel(t.Context())
@@ -182,33 +174,16 @@ func TestRelayProcess(t *testing.T) {
 // TestRelayResendsRowsOfACrashedRelay: a relay process dies (SIGKILL) with a
 // batch in flight: claimed under its lease, published, stored by JetStream,
 // never marked sent. Another relay leaves the rows alone while the lease
-// lasts, then claims and sends them again; JetStream drops the copies.
+// lasts, then, as the dead relay no longer renews it, claims them within a
+// lease (3 s by default) and sends them again; JetStream drops the copies.
 func TestRelayResendsRowsOfACrashedRelay(t *testing.T) {
 	t.Parallel()
-	// Two processes share the database, so it is opened by URL here rather
-	// than through sqldbtest.Run.
-	backends := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "orders.db") }},
-		{"postgres", func(t *testing.T) string { return sqldbtest.CreatePostgresDatabase(t) }},
-	}
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			testRelayResendsRowsOfACrashedRelay(t, b.url(t))
-		})
-	}
+	// Two processes share the database, so it is opened by URL.
+	eachBackendURL(t, testRelayResendsRowsOfACrashedRelay)
 }
 
 func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
-	// sqldb.Open takes the pool_max_conns the PostgreSQL URL carries.
-	db, err := sqldb.Open(t.Context(), dbURL, orders.Migrations)
-	if err != nil {
-		t.Fatalf("open %s: %v", dbURL, err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openDB(t, dbURL)
 	addr, direct := startTCPNATS(t)
 	proxy := newAckProxy(t, addr, events.OrderCreated)
 	msgs := newMessages(t, 3, requestSpan(t))
@@ -220,7 +195,7 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	crashed := exec.Command(os.Args[0], "-test.run=^TestRelayProcess$")
 	crashed.Env = append(os.Environ(),
 		envRelayDB+"="+dbURL, envRelayNATS+"="+proxy.URL(),
-		envRelayOwner+"=crashed", envRelayLease+"=2s")
+		envRelayOwner+"=crashed")
 	stdin, err := crashed.StdinPipe()
 	if err != nil {
 		t.Fatalf("stdin pipe: %v", err)
@@ -250,6 +225,7 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	waitClosed(t, proxy.Stalled(), "the relay process to publish")
 	testwait.For(t, waitTimeout, "every event to be stored", func() bool { return len(streamMessages(t, direct)) == len(msgs) })
 	kill()
+	killedAt := time.Now()
 
 	leases := map[string]time.Time{}
 	rows, err := db.QueryContext(t.Context(), `SELECT id, claimed_by, claimed_until FROM outbox WHERE sent_at IS NULL`)
@@ -275,10 +251,16 @@ func testRelayResendsRowsOfACrashedRelay(t *testing.T, dbURL string) {
 	}
 
 	cfg, rec := newTestConfig(t, db, direct)
-	cfg.Owner = "survivor"
+	reader := sdkmetric.NewManualReader()
+	cfg.Owner, cfg.Meter = "survivor", sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	cfg.Poll = 20 * time.Millisecond // rows whose lease ends wake nobody: the poll finds them
 	runRelay(t, newRelay(t, cfg))
+	// A lease that outlived the dead relay by far (it was 30 s) fails here.
 	testwait.For(t, waitTimeout, "the survivor to send the rows", func() bool { return pending(t, db) == 0 })
+	t.Logf("the survivor sent the dead relay's rows %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	if n := takenOver(t, reader); n != int64(len(msgs)) {
+		t.Errorf("blueprint.outbox.taken_over = %d, want %d", n, len(msgs))
+	}
 
 	for _, m := range msgs {
 		var by string

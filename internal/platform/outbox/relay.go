@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/semconv/v1.43.0/messagingconv"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
 )
@@ -38,12 +40,15 @@ type RelayConfig struct {
 	Poll time.Duration
 	// Batch is how many rows one round claims and publishes.
 	Batch int
-	// Lease is how long a claim keeps other relays off a row (30 s when
-	// unset). It is what hands the rows of a relay that died mid-batch to
-	// another one. Keep it well above the 5 s ack timeout: a shorter lease
-	// lets another relay take rows a live one is still waiting on, and both
-	// publish them (JetStream drops the copy, but it is wasted work).
+	// Lease is how long a claim keeps other relays off a row unless renewed
+	// (3 s when unset). The relay renews it every third of it while it
+	// works on the rows, however long their acks take, and releases the
+	// rows not acknowledged at the end of each round, shutdown included.
+	// So the lease only matters when a relay dies holding rows: another
+	// relay sends them again within Lease plus Poll of the crash.
 	Lease time.Duration
+	// Faults injects faults at FaultAfterClaim; nil injects none.
+	Faults *chaos.Injector
 
 	Logger     *slog.Logger
 	Tracer     trace.TracerProvider
@@ -59,9 +64,17 @@ type Relay struct {
 	tracer   trace.Tracer
 	duration messagingconv.ClientOperationDuration
 	lag      metric.Float64Histogram
-	wake     chan struct{}
-	now      func() time.Time
+	// takenOver counts rows claimed from relays whose lease had ended.
+	takenOver metric.Int64Counter
+	wake      chan struct{}
+	now       func() time.Time
 }
+
+// FaultAfterClaim is the fault point between the claim of a batch and its
+// publish. A latency there holds the batch's rows under a lease that is
+// renewed meanwhile, as a slow relay does; a crash there kills a relay
+// holding rows, which another relay must then send.
+const FaultAfterClaim = "outbox.after_claim"
 
 // Timings of the relay.
 const (
@@ -73,13 +86,14 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
-// Defaults for a RelayConfig that leaves Poll, Batch or Lease unset. The
-// lease outlives a batch's ack timeout by far, so a live relay never loses
-// its rows to another.
+// Defaults for a RelayConfig that leaves Poll, Batch or Lease unset. With
+// a lease of 3 s and a poll of 1 s, the rows of a relay that died are sent
+// again within 4 s; a live relay renews its lease every second, so it loses
+// its rows only if two renewals in a row fail.
 const (
 	defaultPoll  = time.Second
 	defaultBatch = 100
-	defaultLease = 30 * time.Second
+	defaultLease = 3 * time.Second
 )
 
 // Histogram buckets, in seconds. Publish latency follows the semantic
@@ -175,10 +189,14 @@ func (r *Relay) registerMetrics(m metric.Meter) error {
 		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
 		return err
 	}
-	r.lag, err = m.Float64Histogram("blueprint.outbox.lag",
+	if r.lag, err = m.Float64Histogram("blueprint.outbox.lag",
 		metric.WithDescription("Time from an outbox event's commit to its PubAck: how late the rest of the system hears of it."),
 		metric.WithUnit("s"),
-		metric.WithExplicitBucketBoundaries(lagBuckets...))
+		metric.WithExplicitBucketBoundaries(lagBuckets...)); err != nil {
+		return err
+	}
+	r.takenOver, err = m.Int64Counter("blueprint.outbox.taken_over",
+		metric.WithDescription("Outbox rows this relay claimed from another relay whose lease had ended: that relay died, or stopped renewing, holding them."))
 	return err
 }
 
@@ -192,7 +210,8 @@ func (r *Relay) Notify() {
 }
 
 // Run publishes until ctx ends. A batch in progress when ctx ends is
-// finished (bounded by the ack timeout) so no row is left half-published.
+// finished (bounded by the ack timeout) so no row is left half-published,
+// and its rows not sent are released for the other relays.
 func (r *Relay) Run(ctx context.Context) error {
 	backoff := minBackoff
 	prepared := false
@@ -205,7 +224,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 		if prepared {
-			n, err = r.relayBatch(context.WithoutCancel(ctx))
+			n, err = r.relayBatch(ctx)
+		}
+		if err != nil && ctx.Err() != nil {
+			// Stopped during a round, which released what it had not sent.
+			r.cfg.Logger.InfoContext(ctx, "outbox relay stopped; unsent rows left to the other relays", "error", err.Error())
+			return nil
 		}
 		if err != nil {
 			// Declare again before the next try: the server that failed may
@@ -244,12 +268,53 @@ func (r *Relay) wait(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// relayBatch claims pending rows, publishes them all, waits for their acks
-// and marks the acknowledged ones sent. It returns how many it claimed.
+// relayBatch claims pending rows, publishes them while it holds their lease,
+// marks the acknowledged ones sent and releases the others. It returns how
+// many it claimed. When ctx ends the batch is still finished, its
+// statements and publishes running on a context ctx's end does not cancel;
+// only a latency injected at FaultAfterClaim is cut short.
 func (r *Relay) relayBatch(ctx context.Context) (int, error) {
-	msgs, err := claim(ctx, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, r.cfg.Lease, r.now())
+	work := context.WithoutCancel(ctx)
+	asked := time.Now()
+	msgs, takenOver, err := claim(work, r.cfg.DB, r.cfg.Owner, r.cfg.Batch, r.cfg.Lease, asked)
 	if err != nil || len(msgs) == 0 {
 		return 0, err
+	}
+	r.recordTakeovers(work, takenOver)
+	ids := messageIDs(msgs)
+	l := newLease(asked, r.cfg.Lease)
+	stopRenewing := r.keepLease(work, l, ids)
+	sent, err := r.publish(ctx, l, msgs)
+	// Renewing stops before the rows are marked and released: on
+	// PostgreSQL a renewal and those statements would lock the same rows.
+	// Renewed every third of its length, the lease has more than half of
+	// it left for them.
+	stopRenewing()
+	err = errors.Join(err, markSent(work, r.cfg.DB, r.cfg.Owner, sent, r.now()))
+	// Rows not acknowledged go back at once to whichever relay claims next,
+	// this one included. If marking failed, the acknowledged rows stay
+	// leased until the lease ends and are then sent again; JetStream drops
+	// the copies.
+	unsent := slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(sent, id) })
+	err = errors.Join(err, release(work, r.cfg.DB, r.cfg.Owner, unsent))
+	return len(msgs), err
+}
+
+// recordTakeovers counts and logs the rows a claim took from relays whose
+// lease had ended: the sign of a relay that died, or could not renew,
+// holding rows.
+func (r *Relay) recordTakeovers(ctx context.Context, takenOver map[string]int) {
+	for previous, n := range takenOver {
+		r.takenOver.Add(ctx, int64(n))
+		r.cfg.Logger.WarnContext(ctx, "outbox rows taken over from an expired lease", "previous_owner", previous, "rows", n)
+	}
+}
+
+// publish sends msgs in order, each only while l holds, waits for every
+// ack, and returns the ids JetStream acknowledged.
+func (r *Relay) publish(ctx context.Context, l *lease, msgs []Message) ([]string, error) {
+	if err := r.cfg.Faults.Hit(ctx, FaultAfterClaim); err != nil {
+		return nil, err
 	}
 	type inflight struct {
 		msg    Message
@@ -260,7 +325,14 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	}
 	pending := make([]inflight, 0, len(msgs))
 	var errs []error
-	for _, m := range msgs {
+	for i, m := range msgs {
+		// Past its lease the row may be another relay's, which could store
+		// it again outside the duplicates window if this publish were held
+		// up long enough: it is left to that relay.
+		if !l.held() {
+			errs = append(errs, fmt.Errorf("outbox lease lost with %d rows of the batch not published", len(msgs)-i))
+			break
+		}
 		spanCtx, span, nm := r.prepareMessage(m)
 		start := r.now()
 		f, err := r.pub.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
@@ -295,10 +367,7 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 			errs = append(errs, fmt.Errorf("publish %s: %w", p.msg.ID, err))
 		}
 	}
-	if err := markSent(ctx, r.cfg.DB, r.cfg.Owner, sent, r.now()); err != nil {
-		errs = append(errs, err)
-	}
-	return len(msgs), errors.Join(errs...)
+	return sent, errors.Join(errs...)
 }
 
 // publishAttrs are the attributes of a publish to subject, beside the
