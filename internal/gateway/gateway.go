@@ -50,6 +50,13 @@ type Limits struct {
 	// this process's memory.
 	Redis       *redis.Client
 	RedisPrefix string
+	// OrderTimeout bounds a POST /orders from its first call to orders to
+	// its answer (UPSTREAM_TIMEOUT: as long as one call). While orders
+	// answers that another request holds the order's Idempotency-Key, the
+	// gateway waits for that key's lock to end and calls again, when the
+	// wait and one more call fit in it (createorder.go). Zero: a key in
+	// flight is answered 409 at once.
+	OrderTimeout time.Duration
 }
 
 // Upstreams are the services behind the gateway.
@@ -77,6 +84,9 @@ type Gateway struct {
 	loginFailures, accountFailures *rateLimit
 	accountLocks                   lockouts // with accountFailures
 	rateLimited                    metric.Int64Counter
+
+	orderTimeout time.Duration
+	keyWaits     metric.Int64Counter
 }
 
 // loginFailureWindow is the period over which login failures are counted:
@@ -110,15 +120,21 @@ const (
 )
 
 // New returns the gateway. Its metrics: blueprint.gateway.in_flight,
-// blueprint.gateway.shed, blueprint.gateway.rate_limited by scope, and, with
-// Redis, blueprint.gateway.rate_limit_fallbacks by scope.
+// blueprint.gateway.shed, blueprint.gateway.rate_limited by scope,
+// blueprint.gateway.order_key_waits, and, with Redis,
+// blueprint.gateway.rate_limit_fallbacks by scope.
 func New(tokens *auth.AccessTokens, up Upstreams, limits Limits, logger *slog.Logger,
 	meters metric.MeterProvider, tracers trace.TracerProvider, now func() time.Time,
 ) (*Gateway, error) {
 	const scope = "github.com/ds-blueprint/blueprint/internal/gateway"
 	m := meters.Meter(scope)
-	g := &Gateway{tokens: tokens, upstreams: up, logger: logger, now: now, maxInFlight: limits.MaxInFlight}
+	g := &Gateway{tokens: tokens, upstreams: up, logger: logger, now: now, maxInFlight: limits.MaxInFlight,
+		orderTimeout: limits.OrderTimeout}
 	var err error
+	if g.keyWaits, err = m.Int64Counter("blueprint.gateway.order_key_waits",
+		metric.WithDescription("Waits of a POST /orders for its Idempotency-Key's lock, held by another request, to end before calling orders again.")); err != nil {
+		return nil, err
+	}
 	if g.shedCount, err = m.Int64Counter("blueprint.gateway.shed",
 		metric.WithDescription("Requests refused with 503 because the gateway was serving as many as it may at once.")); err != nil {
 		return nil, err
@@ -239,8 +255,14 @@ func userFrom(ctx context.Context) string {
 // relay answers the client with an upstream's response: status, body,
 // Content-Type and the named headers. Success and client errors pass through; the upstream's own failures and any refusal of the
 // gateway's credentials become the gateway's problem.
+//
+// A 503 with Retry-After passes through too, Retry-After included: the
+// service is alive and shedding (users refusing logins it could not check
+// before the deadline), and when to come back is its answer to give.
 func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, service string, resp *upstream.Response, headers ...string) error {
 	switch {
+	case resp.Status == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+		headers = append(headers, "Retry-After") // and on to pass the answer through
 	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		return apperr.New(apperr.BadGateway, "upstream_error",
 			service+" refused the gateway's credentials (status "+strconv.Itoa(resp.Status)+")")

@@ -184,7 +184,8 @@ const headerIdempotencyKey = "Idempotency-Key"
 // handleCreateOrder forwards an order. A request without a key gets one made
 // by the gateway, so that the upstream client may retry it (see
 // upstream.Request): if an attempt's answer is lost, the orders service
-// replays the first order instead of making a second.
+// replays the first order instead of making a second. When the key is held
+// by a request that died, placeOrder waits for its lock to end.
 func (g *Gateway) handleCreateOrder() http.Handler {
 	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
 		body, err := httpx.ReadBody(w, r)
@@ -202,7 +203,7 @@ func (g *Gateway) handleCreateOrder() http.Handler {
 			h.Set(headerIdempotencyKey, "gateway-"+uuid.NewString())
 		}
 		userID := userFrom(r.Context())
-		resp, err := g.upstreams.Orders.Do(r.Context(), upstream.Request{
+		resp, err := g.placeOrder(r.Context(), upstream.Request{
 			Method: http.MethodPost, Path: "/orders", Body: body, Header: h, Subject: userID,
 		})
 		if err != nil {

@@ -1,14 +1,18 @@
 package orders
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/chaos"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
+	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestFaultAfterCommit: a failure between the commit and the relay's
@@ -54,6 +58,46 @@ func TestFaultAfterCommit(t *testing.T) {
 		}
 		if o, e := ts.orderRows(t), ts.outboxRows(t); o != 1 || e != 1 {
 			t.Errorf("order, outbox rows after the retry = %d, %d, want 1, 1", o, e)
+		}
+	})
+}
+
+// TestFaultAfterKeyClaim: a request held up between the claim of its key and
+// its order (a latency rule; a crash rule in the process-level suites)
+// keeps the key locked for what is left of its deadline plus the margin,
+// and a duplicate is told so; once it commits, the duplicate replays it.
+func TestFaultAfterKeyClaim(t *testing.T) {
+	t.Parallel()
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		faults, err := chaos.New(slog.New(slog.DiscardHandler), noop.NewMeterProvider(), FaultAfterKeyClaim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.faults = faults
+		if err := faults.Set(t.Context(), chaos.Rule{Route: FaultAfterKeyClaim, LatencyMs: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		body := NewOrder{SKU: "A-1", Qty: 2}
+
+		first := make(chan error, 1)
+		go func() { // ends after the injected latency
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := ts.Create(ctx, "user-1", "key-1", body)
+			first <- err
+		}()
+		testwait.For(t, time.Second, "the first request's claim", func() bool { return ts.keyRows(t) == 1 })
+		_, err = ts.Create(t.Context(), "user-1", "key-1", body)
+		inFlight, ok := errors.AsType[*keyInFlightError](err)
+		if !ok || inFlight.left < 2*time.Second || inFlight.left > 2*time.Second+keyLockMargin {
+			t.Errorf("Create() while the first waits after its claim = %v, want idempotency_key_in_flight with about 2.5 s left (its deadline and the margin)", err)
+		}
+		if err := <-first; err != nil {
+			t.Fatalf("first Create() error = %v", err)
+		}
+		if again := ts.mustCreate(t, "user-1", "key-1", body); !again.Replayed {
+			t.Errorf("Create() after the first committed = %+v, want a replay", again)
 		}
 	})
 }

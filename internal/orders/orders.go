@@ -64,15 +64,17 @@ func (n NewOrder) hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Idempotency keys are 1 to 255 characters and kept 24 hours.
+// Idempotency keys are 1 to 255 characters and kept 24 hours; how long a
+// request holds its key is keyLockFor's.
 const (
 	maxKeyLen = 255
 	keyTTL    = 24 * time.Hour
-	// keyLock is how long a request holds its key; a request that crashed
-	// releases it when this passes. It outlasts any request: each of its two
-	// transactions is bounded by the database's statement timeout.
-	keyLock = 15 * time.Second
 )
+
+// FaultAfterKeyClaim is the fault point between the claim of an order's
+// Idempotency-Key and the order's transaction: a crash there leaves the key
+// locked with no answer, for the client's retry to wait out and take over.
+const FaultAfterKeyClaim = "orders.after_key_claim"
 
 // FaultAfterCommit is the fault point between the commit of an order with
 // its event and the relay's wake-up: a crash there leaves the event for the
@@ -93,7 +95,7 @@ type Service struct {
 }
 
 // NewService returns the service over db. faults, when not nil, injects
-// faults at FaultAfterCommit.
+// faults at FaultAfterKeyClaim and FaultAfterCommit.
 func NewService(db *sqldb.DB, propagator propagation.TextMapPropagator, meter metric.MeterProvider,
 	written func(), now func() time.Time, faults *chaos.Injector,
 ) (*Service, error) {
@@ -116,16 +118,44 @@ type Created struct {
 
 // Create places an order for the user. With a key, it is idempotent.
 // Errors: Invalid "validation" when n breaks a rule; Invalid "idempotency_key_reused" when the key was used with
-// another body; Conflict "idempotency_key_in_flight" while a request with
-// the key is still running.
+// another body; Conflict "idempotency_key_in_flight", with the time left on
+// the key's lock, while a request with the key is still running.
 func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (Created, error) {
 	if problems := n.Valid(ctx); len(problems) > 0 {
 		return Created{}, apperr.Validation(problems)
 	}
+	var hold *keyHold
 	if key != "" {
-		prior, err := s.claimKey(ctx, userID, key, n.hash())
+		h, prior, err := s.claimKey(ctx, userID, key, n.hash())
 		if err != nil || prior != nil {
 			return Created{Order: derefOrder(prior), Replayed: prior != nil}, err
+		}
+		hold = h
+	}
+	o, err := s.commitOrder(ctx, userID, n, hold)
+	if err != nil {
+		if hold != nil {
+			// Free the key so the client's retry is not refused until the
+			// lock expires. If this fails too, the lock's expiry frees it.
+			releaseKey(context.WithoutCancel(ctx), s.db, *hold)
+		}
+		return Created{}, err
+	}
+	s.created.Add(ctx, 1)
+	if err := s.faults.Hit(ctx, FaultAfterCommit); err != nil {
+		return Created{}, err // committed all the same: the relay's poll publishes the event
+	}
+	s.written()
+	return Created{Order: o}, nil
+}
+
+// commitOrder writes a new order of the user's. The order, its event and,
+// when hold is not nil, the key's saved answer commit together or not at
+// all: no order without its event, no event without its order.
+func (s *Service) commitOrder(ctx context.Context, userID string, n NewOrder, hold *keyHold) (Order, error) {
+	if hold != nil {
+		if err := s.faults.Hit(ctx, FaultAfterKeyClaim); err != nil {
+			return Order{}, err
 		}
 	}
 	now := sqldb.NewTime(s.now()).Time
@@ -139,10 +169,8 @@ func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (C
 	}
 	msg, err := s.eventFor(ctx, o)
 	if err != nil {
-		return Created{}, err
+		return Order{}, err
 	}
-	// The order, its event and the key's saved answer commit together or
-	// not at all: no order without its event, no event without its order.
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := insertOrder(ctx, tx, o); err != nil {
 			return err
@@ -150,25 +178,15 @@ func (s *Service) Create(ctx context.Context, userID, key string, n NewOrder) (C
 		if err := outbox.Insert(ctx, tx, msg); err != nil {
 			return err
 		}
-		if key != "" {
-			return completeKey(ctx, tx, userID, key, o)
+		if hold != nil {
+			return completeKey(ctx, tx, *hold, o)
 		}
 		return nil
 	})
 	if err != nil {
-		if key != "" {
-			// Free the key so the client's retry is not refused until the
-			// lock expires. If this fails too, the lock's expiry frees it.
-			releaseKey(context.WithoutCancel(ctx), s.db, userID, key)
-		}
-		return Created{}, err
+		return Order{}, err
 	}
-	s.created.Add(ctx, 1)
-	if err := s.faults.Hit(ctx, FaultAfterCommit); err != nil {
-		return Created{}, err // committed all the same: the relay's poll publishes the event
-	}
-	s.written()
-	return Created{Order: o}, nil
+	return o, nil
 }
 
 func derefOrder(o *Order) Order {

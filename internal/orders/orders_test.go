@@ -363,8 +363,8 @@ func TestCreateIdempotency(t *testing.T) {
 			t.Parallel()
 			ts := newTestService(t, b)
 			// Another request holds the key and has not finished.
-			if prior, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); prior != nil || err != nil {
-				t.Fatalf("claimKey() = %v, %v, want nil, nil", prior, err)
+			if hold, prior, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); hold == nil || prior != nil || err != nil {
+				t.Fatalf("claimKey() = %v, %v, %v, want a hold, nil, nil", hold, prior, err)
 			}
 			_, err := ts.Create(t.Context(), "user-1", "key-1", body)
 			kind, code := appErr(t, err)
@@ -390,15 +390,16 @@ func TestCreateIdempotency(t *testing.T) {
 				after    time.Duration
 				wantCode string // "" means the order is created
 			}{
-				{"just before the lock ends", keyLock - time.Second, "idempotency_key_in_flight"},
-				{"as the lock ends", keyLock, ""},
-				{"after the lock", keyLock + time.Second, ""},
+				// A request without a deadline holds its key for the longest lock.
+				{"just before the lock ends", keyLockMax - time.Second, "idempotency_key_in_flight"},
+				{"as the lock ends", keyLockMax, ""},
+				{"after the lock", keyLockMax + time.Second, ""},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					t.Parallel()
 					ts := newTestService(t, b)
-					if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
+					if _, _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
 						t.Fatalf("claimKey() error = %v", err)
 					}
 					ts.clock.Advance(tt.after)
@@ -520,10 +521,11 @@ func TestCreateIdempotency(t *testing.T) {
 		t.Run("releaseKey frees a claimed key", func(t *testing.T) {
 			t.Parallel()
 			ts := newTestService(t, b)
-			if _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash()); err != nil {
+			hold, _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash())
+			if err != nil {
 				t.Fatalf("claimKey() error = %v", err)
 			}
-			releaseKey(t.Context(), ts.db, "user-1", "key-1")
+			releaseKey(t.Context(), ts.db, *hold)
 			if n := ts.keyRows(t); n != 0 {
 				t.Errorf("idempotency key rows after releaseKey = %d, want 0", n)
 			}
@@ -536,14 +538,21 @@ func TestCreateIdempotency(t *testing.T) {
 		t.Run("releaseKey keeps a completed key", func(t *testing.T) {
 			t.Parallel()
 			ts := newTestService(t, b)
-			first := ts.mustCreate(t, "user-1", "key-1", body)
-			releaseKey(t.Context(), ts.db, "user-1", "key-1")
+			hold, _, err := ts.claimKey(t.Context(), "user-1", "key-1", body.hash())
+			if err != nil {
+				t.Fatalf("claimKey() error = %v", err)
+			}
+			first, err := ts.commitOrder(t.Context(), "user-1", body, hold)
+			if err != nil {
+				t.Fatalf("commitOrder() error = %v", err)
+			}
+			releaseKey(t.Context(), ts.db, *hold)
 			if n := ts.keyRows(t); n != 1 {
 				t.Errorf("idempotency key rows after releaseKey of a completed key = %d, want 1", n)
 			}
 			again := ts.mustCreate(t, "user-1", "key-1", body)
-			if !again.Replayed || again.Order.ID != first.Order.ID {
-				t.Errorf("Create() after releaseKey = %+v, want a replay of %s", again, first.Order.ID)
+			if !again.Replayed || again.Order.ID != first.ID {
+				t.Errorf("Create() after releaseKey = %+v, want a replay of %s", again, first.ID)
 			}
 		})
 	})

@@ -2,8 +2,10 @@ package orders
 
 import (
 	"embed"
+	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -29,6 +31,11 @@ var Migrations embed.FS
 const (
 	HeaderIdempotencyKey = "Idempotency-Key"
 	HeaderReplayed       = "Idempotent-Replayed"
+	// HeaderRetryAfterMs, on a 409 idempotency_key_in_flight, is the time
+	// left on the key's lock in milliseconds: Retry-After's whole seconds
+	// would make a caller that waits for the lock (the gateway) wait up to
+	// a second too long.
+	HeaderRetryAfterMs = "Retry-After-Ms"
 )
 
 // NewServer returns the internal API of the orders service. Every route acts
@@ -62,6 +69,9 @@ func handleCreateOrder(svc *Service, logger *slog.Logger) http.Handler {
 			return err
 		}
 		created, err := svc.Create(r.Context(), userID, key, n)
+		if inFlight, ok := errors.AsType[*keyInFlightError](err); ok {
+			w.Header().Set(HeaderRetryAfterMs, strconv.FormatInt(inFlight.retryAfterMs(), 10))
+		}
 		if err != nil {
 			return err
 		}

@@ -202,22 +202,40 @@ func TestServerCreateOrder(t *testing.T) {
 	})
 }
 
+// TestServerKeyInFlight: a request whose key another request holds is
+// answered 409 with the time left on that request's lock: Retry-After in
+// whole seconds rounded up, Retry-After-Ms for a caller that waits it out.
 func TestServerKeyInFlight(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t)
 	n := NewOrder{SKU: "A", Qty: 1}
-	if _, err := s.claimKey(t.Context(), "user-1", "key-1", n.hash()); err != nil {
+	// The holder has no deadline: it keeps the key for keyLockMax, 15 s.
+	if _, _, err := s.claimKey(t.Context(), "user-1", "key-1", n.hash()); err != nil {
 		t.Fatalf("claimKey() error = %v", err)
 	}
-	resp, body := s.do(t, "POST", "/orders", s.asUser(t, "user-1"), keyHeader("key-1"), `{"sku":"A","qty":1}`)
-	if resp.StatusCode != http.StatusConflict {
-		t.Fatalf("POST /orders with a key in flight status = %d, want 409 (body %s)", resp.StatusCode, body)
+	tests := []struct {
+		since                  time.Duration // since the claim
+		wantRetryAfter, wantMs string
+	}{
+		{0, "15", "15000"},
+		{10*time.Second + 300*time.Millisecond, "5", "4700"},
+		{14*time.Second + 999*time.Millisecond, "1", "1"},
 	}
-	if p := problem(t, resp, body); p.Code() != "idempotency_key_in_flight" {
-		t.Errorf("POST /orders with a key in flight code = %q, want %q", p.Code(), "idempotency_key_in_flight")
-	}
-	if got := resp.Header.Get("Retry-After"); got != "1" {
-		t.Errorf("POST /orders with a key in flight Retry-After = %q, want %q", got, "1")
+	var since time.Duration
+	for _, tt := range tests {
+		s.clock.Advance(tt.since - since)
+		since = tt.since
+		resp, body := s.do(t, "POST", "/orders", s.asUser(t, "user-1"), keyHeader("key-1"), `{"sku":"A","qty":1}`)
+		if resp.StatusCode != http.StatusConflict {
+			t.Fatalf("POST /orders %v after the claim: status = %d, want 409 (body %s)", tt.since, resp.StatusCode, body)
+		}
+		if p := problem(t, resp, body); p.Code() != "idempotency_key_in_flight" {
+			t.Errorf("POST /orders %v after the claim: code = %q, want %q", tt.since, p.Code(), "idempotency_key_in_flight")
+		}
+		if got, gotMs := resp.Header.Get("Retry-After"), resp.Header.Get(HeaderRetryAfterMs); got != tt.wantRetryAfter || gotMs != tt.wantMs {
+			t.Errorf("POST /orders %v after the claim: Retry-After %q, %s %q; want %q, %q",
+				tt.since, got, HeaderRetryAfterMs, gotMs, tt.wantRetryAfter, tt.wantMs)
+		}
 	}
 }
 

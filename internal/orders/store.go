@@ -67,17 +67,26 @@ func listOrders(ctx context.Context, db *sqldb.DB, userID string, req pagination
 }
 
 // completeKey saves the answer to the key's first request, in the
-// transaction that created the order.
-func completeKey(ctx context.Context, tx *sql.Tx, userID, key string, o Order) error {
+// transaction that created the order, while h still holds the key. When the
+// request outlived its lock and another took the key over, it returns a
+// *keyInFlightError, which rolls the order back: the new holder makes it.
+func completeKey(ctx context.Context, tx *sql.Tx, h keyHold, o Order) error {
 	response, err := json.Marshal(o)
 	if err != nil {
 		return fmt.Errorf("encode idempotent response: %w", err)
 	}
-	_, err = tx.ExecContext(ctx,
-		`UPDATE idempotency_keys SET order_id = $1, response = $2, locked_until = NULL WHERE user_id = $3 AND key = $4`,
-		o.ID, string(response), userID, key)
+	res, err := tx.ExecContext(ctx,
+		`UPDATE idempotency_keys SET order_id = $1, response = $2, locked_until = NULL
+			WHERE user_id = $3 AND key = $4 AND response IS NULL AND created_at = $5 AND locked_until = $6`,
+		o.ID, string(response), h.userID, h.key, sqldb.NewTime(h.created), sqldb.NewTime(h.until))
 	if err != nil {
 		return fmt.Errorf("complete idempotency key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("complete idempotency key: %w", err)
+	} else if n == 0 {
+		// The new holder's lock is not known here: answer with the shortest.
+		return &keyInFlightError{left: keyLockMin}
 	}
 	return nil
 }
