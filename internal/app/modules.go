@@ -202,7 +202,7 @@ func buildUsers(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
-	svc, err := users.NewService(db, time.Now)
+	svc, err := users.NewService(db, m.tel.Meter, m.logger, time.Now)
 	if err != nil {
 		return err
 	}
@@ -235,6 +235,7 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 		Owner:  relayOwner(),
 		Poll:   s.cfg.OutboxPollInterval,
 		Batch:  100,
+		Faults: m.chaos,
 		Logger: m.logger, Tracer: m.tel.Tracer, Meter: m.tel.Meter, Propagator: m.tel.Propagator,
 	})
 	if err != nil {
@@ -250,7 +251,7 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	}
 	rt := orders.NewServer(svc, v, m.logger)
 	m.handler = rt
-	m.chaos.AddRoutes(append(rt.Routes(), orders.FaultAfterCommit)...)
+	m.chaos.AddRoutes(append(rt.Routes(), orders.FaultAfterKeyClaim, orders.FaultAfterCommit, outbox.FaultAfterClaim)...)
 	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
 	m.workers = append(m.workers, relay.Run, func(ctx context.Context) error {
 		return every(ctx, 10*time.Minute, func(ctx context.Context) {
@@ -373,7 +374,7 @@ func buildGateway(ctx context.Context, s *system, m *module) error {
 			return err
 		}
 	}
-	limits := gateway.Limits{MaxInFlight: s.cfg.GatewayMaxInFlight}
+	limits := gateway.Limits{MaxInFlight: s.cfg.GatewayMaxInFlight, OrderTimeout: s.cfg.UpstreamTimeout}
 	if s.cfg.RateLimitsEnabled {
 		limits.PerSecond, limits.Burst = s.cfg.RateLimitRPS, s.cfg.RateLimitBurst
 		limits.MaxInFlightPerIP = s.cfg.GatewayMaxInFlightPerIP

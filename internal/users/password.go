@@ -7,9 +7,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
+	"sync/atomic"
+	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
@@ -40,13 +44,27 @@ const (
 // rather than waiting past its caller's deadline while holding the
 // caller's connection, a place in its bulkhead and, as a timeout, a mark
 // against this replica in its circuit breaker, which logins need too.
+//
+// Logins have an admission of their own (admission.go): one is let in to
+// wait only if it can be checked before its deadline, and refused at once
+// with 503 otherwise.
 type hasher struct {
 	slots     chan struct{} // every hash and check running
 	hashSlots chan struct{} // hashes of new passwords running: half of slots
 	hashQueue chan struct{} // hashes of new passwords running or waiting
+	// logins counts the logins admitted and not yet checked: waiting for a
+	// slot or holding one.
+	logins atomic.Int64
+	// cost is how long one hash takes, in nanoseconds: a moving average of
+	// the hashes made, which admission sizes the login queue with.
+	cost atomic.Int64
 	// dummy is checked when an email is unknown, so a wrong email costs the
 	// same time as a wrong password.
 	dummy string
+
+	shed        metric.Int64Counter // logins refused, by reason
+	logger      *slog.Logger
+	lastShedLog atomic.Int64 // Unix nanoseconds
 }
 
 // hashQueuePerSlot is how many hashes of new passwords may be admitted per
@@ -59,13 +77,20 @@ const hashQueuePerSlot = 8
 var errTooManyRegistrations = &apperr.Error{Kind: apperr.RateLimited, Code: "rate_limited",
 	Detail: "too many registrations at the moment; try again shortly", RetryAfter: 1}
 
-func newHasher() (*hasher, error) {
+// newHasher returns a hasher whose metrics (admission.go) go to meters and
+// whose warnings go to logger.
+func newHasher(meters metric.MeterProvider, logger *slog.Logger) (*hasher, error) {
 	n := max(2, runtime.GOMAXPROCS(0))
 	h := &hasher{
 		slots:     make(chan struct{}, n),
 		hashSlots: make(chan struct{}, n/2),
 		hashQueue: make(chan struct{}, hashQueuePerSlot*(n/2)),
+		logger:    logger,
 	}
+	if err := h.registerMetrics(meters); err != nil {
+		return nil, err
+	}
+	// The dummy's hash is also the first measure of the cost.
 	dummy, err := h.hash(context.Background(), "blueprint-dummy-password")
 	if err != nil {
 		return nil, err
@@ -103,7 +128,7 @@ func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 	if err := acquire(ctx, h.slots); err != nil {
 		return "", err
 	}
-	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemoryKiB, argonThreads, argonKeyLen)
+	key := h.derive([]byte(password), salt, argonTime, argonMemoryKiB, argonThreads, argonKeyLen)
 	release(h.slots)
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
@@ -112,7 +137,9 @@ func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 
 // check reports whether password matches the PHC string encoded, comparing
 // in constant time. The parameters come from the string, so hashes made
-// with older parameters keep working after the constants change.
+// with older parameters keep working after the constants change. A check
+// is a login's: it waits for a slot only if admitted (admission.go), and
+// is refused with errLoginsBusy otherwise.
 func (h *hasher) check(ctx context.Context, password, encoded string) (bool, error) {
 	parts := strings.Split(encoded, "$")
 	if len(parts) != 6 || parts[1] != "argon2id" {
@@ -139,10 +166,37 @@ func (h *hasher) check(ctx context.Context, password, encoded string) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("password hash: key: %w", err)
 	}
-	if err := acquire(ctx, h.slots); err != nil {
+	startBy, err := h.admitLogin(ctx)
+	if err != nil {
 		return false, err
 	}
-	got := argon2.IDKey([]byte(password), salt, passes, memory, threads, uint32(len(want)))
+	defer h.logins.Add(-1)
+	if err := h.waitForSlot(ctx, startBy); err != nil {
+		return false, err
+	}
+	got := h.derive([]byte(password), salt, passes, memory, threads, uint32(len(want)))
 	release(h.slots)
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// derive runs argon2id, timing it into the moving average of the cost of
+// a hash.
+func (h *hasher) derive(password, salt []byte, passes, memory uint32, threads uint8, keyLen uint32) []byte {
+	start := time.Now()
+	key := argon2.IDKey(password, salt, passes, memory, threads, keyLen)
+	h.observeCost(time.Since(start))
+	return key
+}
+
+// observeCost moves the average cost of a hash an eighth of the way to d:
+// a few dozen hashes follow a change of load on the CPUs, one slow hash
+// does not swing it. Two hashes ending together may lose one of their
+// measures; an estimate does not mind.
+func (h *hasher) observeCost(d time.Duration) {
+	old := h.cost.Load()
+	if old == 0 {
+		h.cost.Store(int64(d))
+		return
+	}
+	h.cost.Store(old + (int64(d)-old)/8)
 }

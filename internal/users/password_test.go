@@ -18,7 +18,7 @@ import (
 
 func TestHasher(t *testing.T) {
 	t.Parallel()
-	h, err := newHasher()
+	h, err := newHasher(noMetrics, noLogs)
 	if err != nil {
 		t.Fatalf("newHasher() = %v, want nil", err)
 	}
@@ -108,7 +108,7 @@ func TestHasherCheckRejectsMalformed(t *testing.T) {
 // finished during the login.
 func TestRegistrationFloodLeavesRoomForLogins(t *testing.T) {
 	t.Parallel()
-	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), time.Now)
+	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), noMetrics, noLogs, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestRegistrationFloodLeavesRoomForLogins(t *testing.T) {
 // the others are made.
 func TestRegistrationsBeyondTheQueueAreRefused(t *testing.T) {
 	t.Parallel()
-	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), time.Now)
+	svc, err := NewService(sqldbtest.OpenSQLite(t, Migrations), noMetrics, noLogs, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package users
 
 import (
 	"embed"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -77,6 +78,13 @@ func handleAuthenticate(svc *Service, logger *slog.Logger) http.Handler {
 			return err
 		}
 		u, err := svc.Authenticate(r.Context(), creds)
+		if errors.Is(err, errLoginsBusy) {
+			// Shedding is the service working as designed: the hasher counts
+			// and reports it, and an error line per refused login would add
+			// to the overload.
+			httpx.WriteAppError(w, r, errLoginsBusy)
+			return nil
+		}
 		if err != nil {
 			return err
 		}

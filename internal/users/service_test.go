@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb/sqldbtest"
@@ -20,11 +22,18 @@ import (
 // the tests see what the service does to the instants it stores.
 var testNow = time.Date(2030, time.March, 4, 5, 6, 7, 123456789, time.FixedZone("CET", 3600))
 
+// The telemetry of services under test that do not look at it: metrics and
+// warnings dropped.
+var (
+	noMetrics = metricnoop.NewMeterProvider()
+	noLogs    = slog.New(slog.DiscardHandler)
+)
+
 // newTestService returns a Service over a fresh, migrated database.
 // It costs one argon2id hash (the dummy), about 70 ms.
 func newTestService(t *testing.T, b sqldbtest.Backend) *Service {
 	t.Helper()
-	svc, err := NewService(b.Open(t, Migrations), func() time.Time { return testNow })
+	svc, err := NewService(b.Open(t, Migrations), noMetrics, noLogs, func() time.Time { return testNow })
 	if err != nil {
 		t.Fatalf("NewService() = %v, want nil", err)
 	}

@@ -2,6 +2,7 @@ package users
 
 import (
 	"context"
+	"log/slog"
 	"net/mail"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
@@ -119,9 +121,10 @@ type Service struct {
 	now    func() time.Time
 }
 
-// NewService returns the service over db. now is the clock.
-func NewService(db *sqldb.DB, now func() time.Time) (*Service, error) {
-	h, err := newHasher()
+// NewService returns the service over db. Its metrics go to meters and its
+// warnings to logger; now is the clock.
+func NewService(db *sqldb.DB, meters metric.MeterProvider, logger *slog.Logger, now func() time.Time) (*Service, error) {
+	h, err := newHasher(meters, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +155,8 @@ var errInvalidCredentials = apperr.New(apperr.Unauthorized, "invalid_credentials
 
 // Authenticate returns the user whose credentials these are. Errors:
 // Unauthorized "invalid_credentials", the same for an unknown email and a
-// wrong password, after the same amount of work.
+// wrong password, after the same amount of work; errLoginsBusy when the
+// password could not be checked before ctx's deadline (admission.go).
 func (s *Service) Authenticate(ctx context.Context, c Credentials) (User, error) {
 	u, hash, err := s.store.byEmail(ctx, c.Email)
 	if apperr.Is(err, apperr.NotFound) {

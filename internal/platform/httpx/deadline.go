@@ -10,8 +10,10 @@ import (
 // HeaderRequestTimeout carries a caller's remaining deadline to the service
 // it calls, in whole milliseconds ("Request-Timeout: 1850"). A duration
 // rather than a point in time, so that the clocks of the two hosts need not
-// agree; the time the request spends on the wire only makes the callee's
-// deadline a little earlier than the caller's, never later.
+// agree. The callee counts from when it reads the request, so its deadline
+// falls after the caller's by the time the request took to reach it, and
+// its answer needs time to get back: work that must be answered in time
+// keeps a margin (users' login admission keeps half the time left).
 const HeaderRequestTimeout = "Request-Timeout"
 
 // maxRequestTimeout caps what a caller may ask for: past the server's

@@ -15,6 +15,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/telemetry"
 )
 
@@ -122,7 +123,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // withAccessLog writes one line per request and turns a panic into a 500
-// problem, so one bad request never takes the process down.
+// problem, so one bad request never takes the process down. A request whose
+// client hung up before it was answered is a 499 with client_closed=true,
+// in the log and in the metrics the middleware outside it records.
 func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -134,21 +137,31 @@ func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
 				}
 				err := fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 				if rec.status == 0 {
-					WriteError(rec, r, logger, err)
+					// A bug, whether or not the client is still there:
+					// logged and answered 500, never taken for a 499.
+					logFailure(logger, r, http.StatusInternalServerError, err)
+					WriteAppError(rec, r, apperr.Wrap(apperr.Internal, "internal", "internal error", err))
 				} else {
 					logger.ErrorContext(r.Context(), "panic after response started", "error", err)
 				}
 			}
-			if rec.status == 0 {
+			switch {
+			case rec.status == 0 && clientGone(r):
+				rec.WriteHeader(StatusClientClosedRequest)
+			case rec.status == 0:
 				rec.status = http.StatusOK // what net/http sends for a handler that wrote nothing
 			}
-			logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			attrs := []slog.Attr{
 				slog.String("method", r.Method),
 				slog.String("route", r.Pattern),
 				slog.String("path", r.URL.Path),
 				slog.Int("status", rec.status),
 				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-			)
+			}
+			if rec.status == StatusClientClosedRequest {
+				attrs = append(attrs, slog.Bool("client_closed", true))
+			}
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
 		next.ServeHTTP(rec, r)
 	})

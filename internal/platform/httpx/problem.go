@@ -77,11 +77,29 @@ func StatusOf(kind apperr.Kind) int {
 	}
 }
 
+// StatusClientClosedRequest is the status of a request whose client went
+// away before it was answered: nginx's 499 "client closed request". No
+// client reads it; it is for the access log and the metrics, where a 5xx
+// would count the client's leaving as the server's failure.
+const StatusClientClosedRequest = 499
+
+// clientGone reports whether the client of r has hung up: net/http cancels
+// a request's context when its connection closes. A deadline passing is
+// not that: it is the caller's time running out, a 504.
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
 // WriteError writes err as problem+json. Errors that are not *apperr.Error
 // become a 500 "internal error" whose cause is logged here, once, with the
 // trace id, and never shown to the client — unless the request's deadline
 // has passed: then whatever failed (a query, a call) failed because time ran
 // out, and the answer is a 504 "deadline_exceeded".
+//
+// A failure that would be a 5xx after the client has hung up is a 499
+// instead, logged only at debug level: the work failed because leaving
+// canceled it (a query, a call to another service), no server failed, and
+// no one reads the answer.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	e, ok := errors.AsType[*apperr.Error](err)
 	switch {
@@ -92,11 +110,32 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		e = apperr.Wrap(apperr.Internal, "internal", "internal error", err)
 	}
 	status := StatusOf(e.Kind)
-	if status >= 500 {
-		logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", status), slog.String("error", err.Error()))
+	switch {
+	case status >= 500 && clientGone(r):
+		logger.LogAttrs(r.Context(), slog.LevelDebug, "request abandoned by its client",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	case status >= 500:
+		logFailure(logger, r, status, err)
 	}
+	WriteAppError(w, r, e)
+}
+
+// logFailure writes the one error line of a request the server failed.
+func logFailure(logger *slog.Logger, r *http.Request, status int, err error) {
+	logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.String("error", err.Error()))
+}
+
+// WriteAppError writes e as problem+json, with its WWW-Authenticate and
+// Retry-After headers, and logs nothing. It is WriteError's writing half,
+// for answers their caller accounts for itself: a refusal by design, such as
+// shedding load, which its own metric counts, and which logged as a failure
+// on every request would add to the overload.
+func WriteAppError(w http.ResponseWriter, r *http.Request, e *apperr.Error) {
+	status := StatusOf(e.Kind)
 	if e.Kind == apperr.Unauthorized {
 		challenge := e.Challenge
 		if challenge == "" {

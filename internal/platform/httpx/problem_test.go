@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -250,5 +251,49 @@ func TestProblemCode(t *testing.T) {
 		if got := (httpx.Problem{Type: tt.typ}).Code(); got != tt.want {
 			t.Errorf("Problem{Type: %q}.Code() = %q, want %q", tt.typ, got, tt.want)
 		}
+	}
+}
+
+// TestWriteErrorClientGone: once the client has hung up, a failure that
+// would be the server's (5xx) is a 499, not logged as an error; a client
+// error stays what it was, and a deadline that passed stays a 504.
+func TestWriteErrorClientGone(t *testing.T) {
+	t.Parallel()
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancelExpired := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	t.Cleanup(cancelExpired)
+	tests := []struct {
+		name       string
+		ctx        context.Context
+		err        error
+		wantStatus int
+		wantErrors int // error lines logged
+	}{
+		{name: "plain error, client gone", ctx: canceled, err: errors.New("query interrupted"), wantStatus: 499},
+		{name: "upstream call canceled", ctx: canceled, err: apperr.Wrap(apperr.Unavailable, "canceled", "the request was canceled", context.Canceled), wantStatus: 499},
+		{name: "bad gateway, client gone", ctx: canceled, err: apperr.New(apperr.BadGateway, "upstream_error", "upstream"), wantStatus: 499},
+		{name: "client error, client gone", ctx: canceled, err: apperr.New(apperr.NotFound, "order_not_found", "no such order"), wantStatus: 404},
+		{name: "deadline passed", ctx: expired, err: context.DeadlineExceeded, wantStatus: 504, wantErrors: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			logger, logs := newTestLogger(t)
+			rec := httptest.NewRecorder()
+			httpx.WriteError(rec, httptest.NewRequestWithContext(tt.ctx, http.MethodGet, "/x", nil), logger, tt.err)
+			if rec.Code != tt.wantStatus {
+				t.Errorf("WriteError(%v) status = %d, want %d", tt.err, rec.Code, tt.wantStatus)
+			}
+			errorLines := 0
+			for _, line := range logs.Records(t, "") {
+				if line["level"] == "ERROR" {
+					errorLines++
+				}
+			}
+			if errorLines != tt.wantErrors {
+				t.Errorf("WriteError(%v) logged %d error lines, want %d: %s", tt.err, errorLines, tt.wantErrors, logs)
+			}
+		})
 	}
 }
