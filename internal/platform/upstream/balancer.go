@@ -198,9 +198,12 @@ func (c *Client) pick(ctx context.Context, tried []*replica) (*replica, error) {
 // ResolveEvery until ctx ends, making each address a replica: scaling a
 // service behind one DNS name (`docker compose up --scale orders=3`, a
 // headless Kubernetes service) spreads the calls over every instance, and
-// an instance gone from DNS stops getting them. A lookup that fails keeps
-// the replicas found before; a name that no longer exists has none. Run
-// returns at once when every URL has an IP address, as in `all` mode.
+// an instance gone from DNS stops getting them. A replica ejected brings
+// the next lookup forward: the instance that died is often gone from DNS
+// already, and one that replaces it, or one scaled up since the last
+// lookup, listed. A lookup that fails keeps the replicas found before; a
+// name that no longer exists has none. Run returns at once when every URL
+// has an IP address, as in `all` mode.
 func (c *Client) Run(ctx context.Context) error {
 	if !slices.ContainsFunc(c.targets, func(tg target) bool { return !tg.literal }) {
 		return nil
@@ -212,6 +215,8 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case <-c.lookupNow:
+			timer.Stop()
 		}
 		wait := c.policy.ResolveEvery
 		if c.resolve(ctx) {

@@ -75,6 +75,11 @@ func (c *Client) eject(ctx context.Context, r *replica, o *outcome, started time
 	// Its pooled connections lead to the process that is gone.
 	r.transport.CloseIdleConnections()
 	c.obs.ejected(ctx, r, o, d)
+	select {
+	case c.lookupNow <- struct{}{}:
+
+	default: // one is due already
+	}
 	time.AfterFunc(d, func() { c.probe(r) })
 }
 

@@ -218,3 +218,46 @@ func TestRunFollowsDNS(t *testing.T) {
 	testwait.For(t, callWait, "the name to resolve again", replicasAre("127.0.0.1"))
 	calls(1)
 }
+
+// TestEjectionLooksUpAgain: the only replica dies, and DNS already names
+// its replacement. The refused connection ejects the dead one and brings
+// the next lookup forward, so calls reach the replacement at once, not at
+// the next ResolveEvery (an hour here).
+func TestEjectionLooksUpAgain(t *testing.T) {
+	t.Parallel()
+	c := newTestCaller(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(dead.Addr().(*net.TCPAddr).Port)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
+	if err != nil {
+		dead.Close()
+		t.Skipf("this system cannot listen on 127.0.0.2:%s (%v); Linux routes all of 127/8 to loopback", port, err)
+	}
+	dead.Close() // 127.0.0.1:port refuses connections from now on
+	replacement := newHostServer(t, ln)
+	res := &fakeResolver{}
+	res.set(nil, "127.0.0.1")
+	p := fastPolicy()
+	p.ResolveEvery = time.Hour
+	cl := c.observedClient(t, upstream.Config{URLs: []string{"http://users.internal:" + port}, Policy: p, Resolver: res})
+	runClient(t, cl.Client)
+	testwait.For(t, callWait, "the first lookup", func() bool {
+		return slices.Equal(cl.breakerReplicas(t), []string{net.JoinHostPort("127.0.0.1", port)})
+	})
+
+	res.set(nil, "127.0.0.2")
+	_, _ = do(t, context.Background(), cl.Client, get) // refused: the replica is ejected
+	testwait.For(t, callWait, "the replacement", func() bool {
+		return slices.Equal(cl.breakerReplicas(t), []string{net.JoinHostPort("127.0.0.2", port)})
+	})
+	mustDo(t, context.Background(), cl.Client, get)
+	if len(replacement.seen()) == 0 {
+		t.Errorf("the replacement got no call")
+	}
+	if n := res.lookups.Load(); n != 2 {
+		t.Errorf("lookups = %d, want 2: the first, and the one the ejection brought forward", n)
+	}
+}

@@ -189,6 +189,9 @@ type Client struct {
 	targets        []target
 	replicas       atomic.Pointer[[]*replica]
 	next           atomic.Uint64 // the balancer's turn
+	// lookupNow asks Run for a lookup before its next turn: an ejected
+	// replica is often one DNS no longer lists, its replacement one it does.
+	lookupNow chan struct{}
 	dialer         dialer
 	budget         *retryBudget
 	executor       failsafe.Executor[*outcome]
@@ -199,7 +202,7 @@ type Client struct {
 // policy, and does no I/O: host names are looked up by Run, and dialled by
 // name until then.
 func New(cfg Config) (*Client, error) {
-	c := &Client{cfg: cfg, policy: cfg.Policy, attemptTimeout: cfg.Timeout}
+	c := &Client{cfg: cfg, policy: cfg.Policy, attemptTimeout: cfg.Timeout, lookupNow: make(chan struct{}, 1)}
 	if c.policy == (Policy{}) {
 		c.policy = DefaultPolicy()
 	}
