@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,10 @@ type Result struct {
 	FirstTry int
 	// Requests counts every POST sent, retries included.
 	Requests int
+	// Refused tallies the answers other than 201 that clients got, by
+	// status and problem code ("503 upstream_unavailable"; "0" for no
+	// answer at all): what a client without retries would have seen.
+	Refused map[string]int
 	// GaveUp lists the keys of orders never accepted.
 	GaveUp []string
 	// LastAccepted is when the last 201 arrived.
@@ -154,7 +159,7 @@ func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic
 		}
 	}()
 
-	res := Result{Accepted: map[string]string{}, Started: time.Now()}
+	res := Result{Accepted: map[string]string{}, Refused: map[string]int{}, Started: time.Now()}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	runID := make([]byte, 4)
@@ -164,9 +169,12 @@ func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic
 			for n := range jobs {
 				key := fmt.Sprintf("load-%s-%d", hex.EncodeToString(runID), n)
 				body := fmt.Sprintf(`{"sku":"LOAD-%d","qty":%d}`, i, n%10+1)
-				id, tries, slowest := c.place(ctx, n, tokens[i], key, body, l.Patience)
+				id, tries, slowest, refused := c.place(ctx, n, tokens[i], key, body, l.Patience)
 				mu.Lock()
 				res.Requests += tries
+				for _, r := range refused {
+					res.Refused[r]++
+				}
 				res.Slowest = max(res.Slowest, slowest)
 				if id == "" {
 					res.GaveUp = append(res.GaveUp, key)
@@ -191,10 +199,11 @@ func (c *Client) Run(ctx context.Context, t testing.TB, l Load, accepted *atomic
 
 // place posts one order until it is accepted, with the same key each time
 // and a growing pause; it returns the order id ("" after giving up), the
-// number of requests sent and the longest one.
-func (c *Client) place(ctx context.Context, turn int, token, key, body string, patience time.Duration) (string, int, time.Duration) {
+// number of requests sent, the longest one and the answers refused.
+func (c *Client) place(ctx context.Context, turn int, token, key, body string, patience time.Duration) (string, int, time.Duration, []string) {
 	deadline := time.Now().Add(patience)
 	var slowest time.Duration
+	var refused []string
 	for tries := 1; ; tries++ {
 		sent := time.Now()
 		status, resp := c.Post(c.Gateways[(turn+tries)%len(c.Gateways)]+"/orders", token, key, body)
@@ -204,12 +213,23 @@ func (c *Client) place(ctx context.Context, turn int, token, key, body string, p
 				ID string `json:"id"`
 			}
 			if json.Unmarshal(resp, &o) == nil && o.ID != "" {
-				return o.ID, tries, slowest
+				return o.ID, tries, slowest, refused
 			}
 		}
+		refused = append(refused, refusal(status, resp))
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "", tries, slowest
+			return "", tries, slowest, refused
 		}
 		time.Sleep(min(time.Duration(tries)*50*time.Millisecond, time.Second))
 	}
+}
+
+// refusal names an answer other than 201: its status and, for a problem,
+// its code.
+func refusal(status int, body []byte) string {
+	var p struct{ Type string }
+	if status == 0 || json.Unmarshal(body, &p) != nil || p.Type == "" {
+		return strconv.Itoa(status)
+	}
+	return strconv.Itoa(status) + " " + strings.TrimPrefix(p.Type, "urn:blueprint:problem:")
 }
