@@ -192,10 +192,10 @@ type Client struct {
 	// lookupNow asks Run for a lookup before its next turn: an ejected
 	// replica is often one DNS no longer lists, its replacement one it does.
 	lookupNow chan struct{}
-	dialer         dialer
-	budget         *retryBudget
-	executor       failsafe.Executor[*outcome]
-	obs            *observer
+	dialer    dialer
+	budget    *retryBudget
+	executor  failsafe.Executor[*outcome]
+	obs       *observer
 }
 
 // New returns a client for the upstream. It validates the URLs and the
