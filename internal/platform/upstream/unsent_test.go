@@ -112,3 +112,103 @@ func newClientForTest(t *testing.T, urls ...string) *Client {
 	}
 	return c
 }
+
+// TestResentByTheTransport: a pooled connection breaks once a request is
+// written on it, and the transport itself sends the request anew on a new
+// connection (it does for a GET, or a request with an Idempotency-Key),
+// whose dial is refused. The replica is gone and is ejected, but the first
+// copy may have reached it: the call is a retry, within the budget, not a
+// failover that would spend nothing.
+func TestResentByTheTransport(t *testing.T) {
+	t.Parallel()
+	var firstSaw, secondSaw atomic.Int64
+	first := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { firstSaw.Add(1) }))
+	t.Cleanup(first.Close)
+	second := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { secondSaw.Add(1) }))
+	t.Cleanup(second.Close)
+	c := newClientForTest(t, first.URL, second.URL)
+	d := &dyingDialer{to: first.Listener.Addr().String()}
+	c.dialer = d
+
+	// One call to each replica: the first's connection is now pooled.
+	for range 2 {
+		if _, err := c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/users/1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first replica dies under the next request it is written: its
+	// pooled connection breaks once the request is out, and it refuses
+	// connections from then on.
+	d.die.Store(true)
+	before := spentRetries(c.budget)
+	resp, err := c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/users/1"})
+	if err != nil || resp.Status != http.StatusOK || secondSaw.Load() != 2 {
+		t.Fatalf("Do() = %v, %v with the second replica answering %d, want its 200", resp, err, secondSaw.Load())
+	}
+	if d.dials.Load() < 2 {
+		t.Fatalf("the transport dialled the first replica %d times, want it to have sent the request anew", d.dials.Load())
+	}
+	if !(*c.replicas.Load())[0].ejected() {
+		t.Errorf("the replica that refused the new connection is not ejected")
+	}
+	if got := spentRetries(c.budget) - before; got != 1 {
+		t.Errorf("retries spent from the budget = %d, want 1: a copy of the request may have reached the first replica", got)
+	}
+}
+
+// dyingDialer dials for real until die is set; then connections to one
+// address break under the next request written on them (the peer resets
+// once it has it), and new ones to it are refused.
+type dyingDialer struct {
+	to    string
+	die   atomic.Bool
+	dials atomic.Int64
+}
+
+func (d *dyingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if addr != d.to {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	d.dials.Add(1)
+	if d.die.Load() {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &dyingConn{Conn: conn, d: d}, nil
+}
+
+type dyingConn struct {
+	net.Conn
+	d       *dyingDialer
+	written atomic.Bool // a request was written after die was set
+}
+
+func (c *dyingConn) Write(p []byte) (int, error) {
+	if c.d.die.Load() {
+		c.written.Store(true)
+		_ = c.Conn.Close() // the transport's read, waiting already, fails
+		return len(p), nil // taken in, never answered
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *dyingConn) Read(p []byte) (int, error) {
+	if c.written.Load() {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	}
+	return c.Conn.Read(p)
+}
+
+// spentRetries is how many retries b has granted in its window.
+func spentRetries(b *retryBudget) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.slots {
+		n += s.retries
+	}
+	return n
+}
