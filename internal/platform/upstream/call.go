@@ -58,12 +58,10 @@ type outcome struct {
 	verdict verdict
 	// retryable: this kind of failure is worth another attempt.
 	retryable bool
-	// unreachable: the replica could not be sent a request: a connection
-	// to it could not be made, or broke before a byte was written. It is
-	// ejected.
-	unreachable bool
-	// unsent: besides, no copy of the request reached the replica, so it
-	// may go to another whatever its method.
+	// unsent: the request provably never reached the replica, through no
+	// doing of the caller's: the connection could not be made, or broke
+	// before a byte of the request was written. The replica is ejected,
+	// and the request may go to another whatever its method.
 	unsent bool
 	// elsewhere: another attempt is worth making only on a replica the
 	// call has not tried.
@@ -124,7 +122,7 @@ func (cl *call) try(ctx context.Context, prev *outcome) *outcome {
 	started := time.Now()
 	o := cl.send(ctx, r, prev)
 	r.record(ctx, o.verdict)
-	if o.unreachable {
+	if o.unsent {
 		c.eject(ctx, r, o, started)
 	}
 	return o
@@ -176,14 +174,14 @@ func (cl *call) send(ctx context.Context, r *replica, prev *outcome) *outcome {
 	defer r.inflight.Add(-1)
 	resp, err := r.client.Do(hr)
 	if err != nil {
-		return cl.transportFailure(ctx, r, err, own, w.conn != nil, w.sent())
+		return cl.transportFailure(ctx, r, err, own, w.none())
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		// An answer came: the request reached the replica, even if the
 		// transport is still writing the end of it.
-		return cl.transportFailure(ctx, r, err, own, true, true)
+		return cl.transportFailure(ctx, r, err, own, false)
 	}
 	o := &outcome{resp: &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, replica: r.addr, n: cl.sent}
 	switch {
@@ -211,15 +209,12 @@ func (cl *call) send(ctx context.Context, r *replica, prev *outcome) *outcome {
 }
 
 // transportFailure classifies a failure to get an answer, or the whole of
-// one; connected says the attempt got a connection, sent that bytes of the
-// request left on one.
+// one.
 // Only failures that prove the request never left are unsent: a refused or
-// failed dial, or a connection that broke before a byte was written. A
-// dial that fails after a copy of the request left on an earlier
-// connection (the transport sending it anew) proves nothing, nor does a
-// timeout or a reset once the request was written: the replica may have
-// done the work.
-func (cl *call) transportFailure(ctx context.Context, r *replica, err error, own, connected, sent bool) *outcome {
+// failed dial, or a connection that broke before a byte was written
+// (nothingWritten). A timeout, or a reset once the request was written,
+// proves nothing — the replica may have done the work.
+func (cl *call) transportFailure(ctx context.Context, r *replica, err error, own, nothingWritten bool) *outcome {
 	service := cl.client.cfg.Service
 	o := &outcome{replica: r.addr, n: cl.sent}
 	unavailable := &apperr.Error{Kind: apperr.Unavailable, Code: "upstream_unavailable",
@@ -234,20 +229,13 @@ func (cl *call) transportFailure(ctx context.Context, r *replica, err error, own
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		o.err = apperr.Wrap(apperr.Unavailable, "canceled", "the request was canceled", err)
 		o.verdict = unjudged
-	case isDialError(err) && !sent:
+	case isDialError(err):
 		// Refused, unreachable, or not connected within ConnectTimeout.
 		o.err = unavailable
-		o.reason, o.verdict, o.retryable, o.unreachable, o.unsent, o.elsewhere = "connect", failed, true, true, true, true
-	case isDialError(err):
-		// The transport sent the request anew after a pooled connection
-		// broke under it, and could not connect: the replica is gone, but
-		// the first copy may have reached it. A safe request may be sent
-		// again, as after any broken answer.
-		o.err = apperr.Wrap(apperr.BadGateway, "upstream_error", service+" failed to answer", err)
-		o.reason, o.verdict, o.retryable, o.unreachable, o.elsewhere = "connect", failed, true, true, true
-	case connected && !sent:
+		o.reason, o.verdict, o.retryable, o.unsent, o.elsewhere = "connect", failed, true, true, true
+	case nothingWritten:
 		o.err = unavailable
-		o.reason, o.verdict, o.retryable, o.unreachable, o.unsent, o.elsewhere = "reset_before_write", failed, true, true, true, true
+		o.reason, o.verdict, o.retryable, o.unsent, o.elsewhere = "reset_before_write", failed, true, true, true
 	default:
 		// Reset, closed mid-answer, not HTTP: the replica's failure. A safe
 		// request may be sent again; the others never are.
@@ -275,28 +263,21 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writes follows the connections one attempt is sent on. The transport may
+// writes follows the connection one attempt is sent on. The transport may
 // hand it a pooled connection that has carried other requests: what counts
-// is what was written since the attempt got it. And when a pooled
-// connection breaks under a request it may send again (a GET, or one with
-// an Idempotency-Key), it does so by itself on a new connection: the first
-// copy may have reached the replica, whatever becomes of the second.
+// is what was written since the attempt got it.
 type writes struct {
-	conn  *countingConn // the latest connection; nil until the attempt has one
-	start int64         // conn's count when the attempt got it
-	// earlier: bytes of the request went out on a connection before conn.
-	earlier bool
+	conn  *countingConn // nil until the attempt has a connection
+	start int64         // conn's count then
 }
 
-// trace notes each connection the transport gives the attempt.
+// trace notes the connection the transport gives the attempt (again, if
+// the transport itself sends the request anew on a fresh connection).
 func (w *writes) trace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 		conn := info.Conn
 		if tc, ok := conn.(*tls.Conn); ok {
 			conn = tc.NetConn()
-		}
-		if w.conn != nil && w.conn.written.Load() != w.start {
-			w.earlier = true
 		}
 		if w.conn, _ = conn.(*countingConn); w.conn != nil {
 			w.start = w.conn.written.Load()
@@ -304,13 +285,11 @@ func (w *writes) trace() *httptrace.ClientTrace {
 	}}
 }
 
-// sent reports whether bytes of the request left on a connection the
-// attempt got. It is exact once the transport is done writing, as it is
-// when it returns an error without an answer: it waits for its writer
-// first.
-func (w *writes) sent() bool {
-	return w.earlier || (w.conn != nil && w.conn.written.Load() != w.start)
-}
+// none reports whether the attempt had a connection and wrote nothing on
+// it: the request never left. It is exact once the transport is done
+// writing, as it is when it returns an error without an answer: it waits
+// for its writer first.
+func (w *writes) none() bool { return w.conn != nil && w.conn.written.Load() == w.start }
 
 // fullJitter returns a random duration in [0, d].
 func fullJitter(d time.Duration) time.Duration {

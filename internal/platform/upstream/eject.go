@@ -54,7 +54,7 @@ func (r *replica) ejectionLeft() time.Duration {
 }
 
 // eject takes r out after an attempt begun at started proved it could not
-// be sent a request (o.unreachable). An attempt on a replica already out, or
+// be sent a request (o.unsent). An attempt on a replica already out, or
 // begun before a probe found it back, brings no news and changes nothing.
 func (c *Client) eject(ctx context.Context, r *replica, o *outcome, started time.Time) {
 	e := &r.ejection
