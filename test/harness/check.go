@@ -147,13 +147,13 @@ func Measure(t testing.TB, s Sources, accepted map[string]string) Report {
 		t.Fatalf("nats: %v", err)
 	}
 	defer nc.Close()
-	streamed, ids, err := readStream(nc, events.Stream, "")
+	streamed, ids, err := readStreamPatiently(t, nc, events.Stream, "")
 	if err != nil {
 		t.Fatalf("read stream %s: %v", events.Stream, err)
 	}
 	r.StreamMessages = ids.total
 	r.DuplicateEvents = ids.total - len(ids.seen)
-	dead, _, err := readStream(nc, "DLQ", "dlq.notifications")
+	dead, _, err := readStreamPatiently(t, nc, "DLQ", "dlq.notifications")
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("read stream DLQ: %v", err)
 	}
@@ -175,6 +175,21 @@ func Measure(t testing.TB, s Sources, accepted map[string]string) Report {
 		}
 	}
 	return r
+}
+
+// readStreamPatiently is readStream, tried again when a read times out: a
+// NATS cluster that has just lost a node answers for a stream only once
+// the stream's group has a leader again, and a read begun before that may
+// wait out its whole deadline.
+func readStreamPatiently(t testing.TB, nc *nats.Conn, stream, subject string) (map[string]int, idCount, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		perOrder, ids, err := readStream(nc, stream, subject)
+		if attempt == 3 || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return perOrder, ids, err
+		}
+		t.Logf("read stream %s: %v; reading it again", stream, err)
+	}
 }
 
 type idCount struct {
