@@ -99,7 +99,7 @@ type Config struct {
 	targets []string
 }
 
-// defaultPorts are the well-known ports of DESIGN.md §1.
+// defaultPorts are the well-known ports of the services (README.md).
 var defaultPorts = map[string][2]int{
 	gateway.Name: {3001, 9101}, users.Name: {3002, 9102}, orders.Name: {3003, 9103}, notifications.Name: {3004, 9104},
 }

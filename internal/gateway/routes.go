@@ -2,7 +2,7 @@ package gateway
 
 import "github.com/ds-blueprint/blueprint/internal/platform/httpx"
 
-// addRoutes is the whole public API surface (DESIGN.md §2).
+// addRoutes is the whole public API surface (docs/api.md).
 func (g *Gateway) addRoutes(rt *httpx.Router) {
 	rt.Handle("POST /auth/register", g.handleRegister())
 	rt.Handle("POST /auth/login", g.handleLogin())

@@ -1,8 +1,9 @@
 //go:build resilience
 
-// Package resilience tests the synchronous calls under faults, as DESIGN.md
-// §5 describes them: the system runs as OS processes on loopback (SQLite,
-// one NATS process), faults are chaos rules and signals, and the load goes
+// Package resilience tests the synchronous calls under faults, as
+// docs/resilience.md describes them: the system runs as OS processes on
+// loopback (SQLite, one NATS process), faults are chaos rules and signals,
+// and the load goes
 // through the gateway the way clients send it. Some checks are latencies the
 // design promises (a breaker fails fast), so the suite runs on its own, one
 // test at a time, not beside other packages:
