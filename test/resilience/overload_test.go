@@ -180,16 +180,6 @@ func login(c *harness.Client, creds string) loginSample {
 	return l
 }
 
-// percentile is the p-th percentile of the durations.
-func percentile(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[(len(s)*p)/100]
-}
-
 func slowest(d []time.Duration) time.Duration {
 	if len(d) == 0 {
 		return 0

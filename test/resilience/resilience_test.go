@@ -88,12 +88,16 @@ loop:
 }
 
 // p99 is the 99th percentile of the durations.
-func p99(d []time.Duration) time.Duration {
+func p99(d []time.Duration) time.Duration { return percentile(d, 99) }
+
+// percentile is the p-th percentile of the durations (d is left as it was).
+func percentile(d []time.Duration, p int) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
-	slices.Sort(d)
-	return d[(len(d)*99)/100]
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[(len(s)*p)/100]
 }
 
 // setFault sets a chaos rule on a service's ops listener.
