@@ -34,6 +34,8 @@ and notifications services, talking over HTTP and NATS JetStream.
 Usage:
   blueprint [run] [flags]           run services (all of them by default)
   blueprint demo [--gateway URL]    try the whole flow against a running gateway
+  blueprint bench [flags]           load a running system and report throughput,
+                                    latency and CPU per request
   blueprint keys generate --out DIR make the keys of a multi-process deployment
   blueprint keys rotate --from DIR --out DIR
                                     replace every key without refusing one in use
@@ -68,6 +70,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCommand(ctx, rest, getenv, stdout)
 	case "demo":
 		return demoCommand(ctx, rest, getenv, stdout)
+	case "bench":
+		return benchCommand(ctx, rest, getenv, stdout, stderr)
 	case "keys":
 		return keysCommand(rest, stdout)
 	case "migrate":
@@ -108,7 +112,7 @@ func helpCommand(args []string, getenv func(string) string, stdout io.Writer) er
 		fmt.Fprintln(stdout, "Usage: blueprint run [flags]\n\nFlags:")
 		f.usage(stdout)
 		return nil
-	case "demo", "keys", "migrate", "nats", "chaos", "dlq", "health":
+	case "demo", "bench", "keys", "migrate", "nats", "chaos", "dlq", "health":
 		return Run(context.Background(), []string{topic, "-h"}, getenv, stdout, io.Discard)
 	}
 	return usageErrorf("no help for %q", topic)

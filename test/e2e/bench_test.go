@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"testing"
+
+	"github.com/ds-blueprint/blueprint/internal/bench"
+)
+
+// TestBench runs `blueprint bench` as a user does, against the built binary
+// on its embedded defaults with the rate limits off: an orders run must see
+// every accepted order notified and count the system's CPU; an open-model
+// run must send at its rate; --compare must measure the bare targets too.
+func TestBench(t *testing.T) {
+	bin := buildBinary(t)
+	_, ready := startBinary(t, bin, t.TempDir(), "--rate-limits=false")
+	gateway := ready["gateway"].(string)
+
+	run := func(args ...string) bench.Report {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"bench", "--gateway", gateway, "--json", "--users", "3"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("bench %v: %v\n%s", args, err, out)
+		}
+		var r bench.Report
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("bench %v printed %s: %v", args, out, err)
+		}
+		return r
+	}
+
+	orders := run("--scenario", "orders", "--connections", "4", "--duration", "2s", "--warmup", "500ms")
+	if len(orders.Runs) != 1 {
+		t.Fatalf("runs = %+v, want one", orders.Runs)
+	}
+	o := orders.Runs[0]
+	accepted := o.Statuses["201"]
+	if accepted == 0 || uint64(accepted) != o.Requests {
+		t.Errorf("statuses = %v of %d requests, want every one 201", o.Statuses, o.Requests)
+	}
+	if n := o.Notifications; n == nil || n.Orders != accepted || n.Notified != accepted || n.Missing != 0 || n.Latency.Max <= 0 {
+		t.Errorf("notifications = %+v, want all %d accepted orders notified with their latency", n, accepted)
+	}
+	if o.CPU == nil || o.CPU.ByProcess["blueprint"] <= 0 {
+		t.Errorf("CPU = %+v, want the blueprint process counted", o.CPU)
+	}
+
+	me := run("--scenario", "me", "--rate", "100", "--duration", "2s", "--warmup", "0s", "--compare")
+	if len(me.Runs) != 3 || len(me.Compared) != 2 {
+		t.Fatalf("runs = %+v, compared = %+v; want two bare runs and blueprint, and two ratios", me.Runs, me.Compared)
+	}
+	for _, r := range me.Runs {
+		if r.Requests < 180 || r.Requests > 220 || r.Statuses["200"] != int(r.Requests) {
+			t.Errorf("%s: %d requests, statuses %v; want about 200 at 100/s for 2 s, all 200", r.Target, r.Requests, r.Statuses)
+		}
+		if r.CPU == nil || r.CPU.Total <= 0 {
+			t.Errorf("%s: CPU = %+v, want it counted", r.Target, r.CPU)
+		}
+	}
+	for _, c := range me.Compared {
+		if c.Throughput <= 0 || c.CPU <= 0 {
+			t.Errorf("compared = %+v, want both ratios", c)
+		}
+	}
+}
