@@ -102,9 +102,12 @@ func gather(t *testing.T, p *telemetry.Providers) map[string]*dto.MetricFamily {
 	return out
 }
 
+// recordAll names a sampler, so spans are recorded with no exporter.
+var recordAll = map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+
 func TestNewTracerRecordsSpans(t *testing.T) {
 	t.Parallel()
-	p := newTestProviders(t, "gateway", nil)
+	p := newTestProviders(t, "gateway", recordAll)
 	rec := recordSpans(t, p)
 
 	ctx, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
@@ -222,7 +225,9 @@ func TestNewResource(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := newTestProviders(t, "gateway", tt.vars)
+			vars := maps.Clone(recordAll)
+			maps.Copy(vars, tt.vars)
+			p := newTestProviders(t, "gateway", vars)
 			rec := recordSpans(t, p)
 			_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
 			span.End()
@@ -248,7 +253,7 @@ func TestNewNamesEachInstance(t *testing.T) {
 	t.Parallel()
 	ids := map[string]bool{}
 	for range 2 {
-		p := newTestProviders(t, "orders", nil)
+		p := newTestProviders(t, "orders", recordAll)
 		rec := recordSpans(t, p)
 		_, span := p.Tracer.Tracer("test").Start(context.Background(), "work")
 		span.End()
@@ -528,8 +533,9 @@ func TestLoggerWithoutLogExportIsTheBase(t *testing.T) {
 }
 
 // TestSampler: OTEL_TRACES_SAMPLER picks the sampler, parent-based by
-// default, so a caller's decision holds for the whole trace; unsampled
-// spans still have ids for the logs.
+// default when spans are exported, so a caller's decision holds for the
+// whole trace, and none recorded when they are not; unsampled spans still
+// have ids for the logs.
 func TestSampler(t *testing.T) {
 	t.Parallel()
 	sampledParent := trace.ContextWithRemoteSpanContext(context.Background(), testSpan(t))
@@ -540,7 +546,9 @@ func TestSampler(t *testing.T) {
 		vars                                 map[string]string
 		wantRoot, wantSampled, wantUnsampled bool
 	}{
-		{name: "default", wantRoot: true, wantSampled: true, wantUnsampled: false},
+		{name: "default, spans exported", vars: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": closedEndpoint(t)},
+			wantRoot: true, wantSampled: true, wantUnsampled: false},
+		{name: "default, nothing exported: no span is recorded", wantRoot: false, wantSampled: false, wantUnsampled: false},
 		{name: "parentbased_always_off", vars: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_always_off"},
 			wantRoot: false, wantSampled: true, wantUnsampled: false},
 		{name: "parentbased_traceidratio 0", vars: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
