@@ -90,7 +90,7 @@ func (s *Service) claimKey(ctx context.Context, userID, key, hash string) (*keyH
 	until := sqldb.NewTime(now.Add(keyLockFor(ctx))).Time
 	hold := &keyHold{userID: userID, key: key, created: now, until: until}
 	var prior *Order
-	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := s.db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO idempotency_keys (user_id, key, request_hash, locked_until, created_at)
 			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING`,

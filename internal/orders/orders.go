@@ -171,7 +171,7 @@ func (s *Service) commitOrder(ctx context.Context, userID string, n NewOrder, ho
 	if err != nil {
 		return Order{}, err
 	}
-	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := insertOrder(ctx, tx, o); err != nil {
 			return err
 		}

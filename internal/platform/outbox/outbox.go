@@ -78,7 +78,7 @@ func claim(ctx context.Context, db *sqldb.DB, owner string, limit int, lease tim
 	var msgs []Message
 	takenOver := map[string]int{}
 	clock := leaseClock{db.Dialect, asked}
-	err := db.InTx(ctx, func(tx *sql.Tx) error {
+	err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		// PostgreSQL replicas skip rows another relay has locked this
 		// instant; SQLite has one writer, so there is nothing to skip.
 		lock := ""
@@ -186,10 +186,15 @@ func markSent(ctx context.Context, db *sqldb.DB, owner string, ids []string, now
 		return nil
 	}
 	in, inArgs := placeholders(ids, 3)
-	_, err := db.ExecContext(ctx,
-		`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
-		WHERE sent_at IS NULL AND id IN (`+in+`)`,
-		append([]any{sqldb.NewTime(now), owner}, inArgs...)...)
+	// A transaction, so that on SQLite it shares a commit with the orders
+	// being written meanwhile.
+	err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
+			WHERE sent_at IS NULL AND id IN (`+in+`)`,
+			append([]any{sqldb.NewTime(now), owner}, inArgs...)...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}

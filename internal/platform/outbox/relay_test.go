@@ -161,7 +161,7 @@ func newMessages(t *testing.T, n int, sc trace.SpanContext) []outbox.Message {
 // insert writes msgs in one transaction, as a service does with its state change.
 func insert(t *testing.T, db *sqldb.DB, msgs ...outbox.Message) {
 	t.Helper()
-	err := db.InTx(t.Context(), func(tx *sql.Tx) error {
+	err := db.InTx(t.Context(), func(ctx context.Context, tx *sql.Tx) error {
 		for _, m := range msgs {
 			if err := outbox.Insert(t.Context(), tx, m); err != nil {
 				return err
@@ -631,7 +631,7 @@ func testPending(t *testing.T, db *sqldb.DB) {
 		t.Errorf("Pending() after inserting 3 = %d, want 3", n)
 	}
 	// A rolled-back transaction leaves no row behind.
-	err := db.InTx(t.Context(), func(tx *sql.Tx) error {
+	err := db.InTx(t.Context(), func(ctx context.Context, tx *sql.Tx) error {
 		if err := outbox.Insert(t.Context(), tx, newMessage(t, events.OrderCreated, requestSpan(t))); err != nil {
 			return err
 		}

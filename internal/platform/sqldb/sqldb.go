@@ -6,7 +6,8 @@
 // SQLite (the embedded default, pure Go) allows one writer at a time, so a
 // DB keeps two pools there: one connection for writes, which queues writers
 // in Go instead of in SQLite's sleeping busy handler, and several for reads,
-// which WAL mode lets run beside the writer.
+// which WAL mode lets run beside the writer. Write transactions that queue
+// up while one commits share the next commit (group commit, group.go).
 //
 // With WithTelemetry the pools are instrumented: database spans inside the
 // traces of requests and messages, operation durations, pool usage.
@@ -27,6 +28,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -45,6 +47,8 @@ type DB struct {
 	Dialect Dialect
 	read    *sql.DB
 	write   *sql.DB
+	// group commits SQLite's write transactions; nil on PostgreSQL.
+	group *groupCommit
 	// unregister stops the pool metrics; nil without telemetry.
 	unregister func() error
 }
@@ -134,12 +138,18 @@ func openSQLite(ctx context.Context, path string, o options) (*DB, error) {
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	db := &DB{Dialect: SQLite, read: read, write: write}
+	var sizes metric.Int64Histogram
 	if o.instrumented() {
 		if err := db.registerPoolMetrics(o.meter, map[string]*sql.DB{"write": write, "read": read}, system); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("sqlite pool metrics: %w", err)
 		}
+		if sizes, err = groupSizes(o.meter); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
+	db.group = startGroupCommit(write, sizes)
 	// The first write connection creates the file and switches it to WAL.
 	if err := write.PingContext(ctx); err != nil {
 		db.Close()
@@ -177,6 +187,9 @@ func (db *DB) migrate(ctx context.Context, migrations fs.FS) error {
 // Close closes both pools.
 func (db *DB) Close() error {
 	var errs []error
+	if db.group != nil {
+		db.group.close()
+	}
 	if db.unregister != nil {
 		errs = append(errs, db.unregister())
 	}
@@ -204,14 +217,19 @@ func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 }
 
 // InTx runs fn in a write transaction: committed when fn returns nil, rolled
-// back otherwise. fn must use tx for every statement: on SQLite the write
-// pool has one connection, so a query on db inside fn would wait forever.
-func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// back otherwise. fn must use tx and the ctx it is given for every
+// statement: on SQLite the write pool has one connection, so a query on db
+// inside fn would wait forever, and fn's work may share its transaction
+// with other callers' (group commit), where ctx cannot be cancelled.
+func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if db.group != nil {
+		return db.group.inTx(ctx, fn)
+	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(ctx, tx); err != nil {
 		_ = tx.Rollback() // the error from fn is the one that matters
 		return err
 	}

@@ -205,23 +205,23 @@ func TestInTx(t *testing.T) {
 	db := sqldbtest.OpenSQLite(t, migrations)
 	now := sqldb.NewTime(time.Now())
 
-	insert := func(name string) func(tx *sql.Tx) error {
-		return func(tx *sql.Tx) error {
+	insert := func(name string) func(ctx context.Context, tx *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO items (name, created_at) VALUES ($1, $2)`, name, now)
 			return err
 		}
 	}
 	tests := []struct {
 		name    string
-		fn      func(tx *sql.Tx) error
+		fn      func(ctx context.Context, tx *sql.Tx) error
 		wantErr bool
 		wantIs  error // when set, the error must wrap it
 	}{
 		{name: "commit on nil", fn: insert("committed")},
 		{
 			name: "roll back on error",
-			fn: func(tx *sql.Tx) error {
-				if err := insert("rolled-back")(tx); err != nil {
+			fn: func(ctx context.Context, tx *sql.Tx) error {
+				if err := insert("rolled-back")(ctx, tx); err != nil {
 					return err
 				}
 				return fmt.Errorf("later step: %w", errRollback)
@@ -230,9 +230,9 @@ func TestInTx(t *testing.T) {
 		},
 		{
 			name: "roll back every statement",
-			fn: func(tx *sql.Tx) error {
+			fn: func(ctx context.Context, tx *sql.Tx) error {
 				for _, name := range []string{"a", "b", "c"} {
-					if err := insert("rb-" + name)(tx); err != nil {
+					if err := insert("rb-"+name)(ctx, tx); err != nil {
 						return err
 					}
 				}
@@ -242,11 +242,11 @@ func TestInTx(t *testing.T) {
 		},
 		{
 			name: "statement error is returned and rolls back",
-			fn: func(tx *sql.Tx) error {
-				if err := insert("dup")(tx); err != nil {
+			fn: func(ctx context.Context, tx *sql.Tx) error {
+				if err := insert("dup")(ctx, tx); err != nil {
 					return err
 				}
-				return insert("dup")(tx) // UNIQUE violation
+				return insert("dup")(ctx, tx) // UNIQUE violation
 			},
 			wantErr: true,
 		},
@@ -279,11 +279,11 @@ func TestInTxCanceledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	called := false
-	err := db.InTx(ctx, func(tx *sql.Tx) error { called = true; return nil })
+	err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error { called = true; return nil })
 	if err == nil || called {
 		t.Errorf("InTx(canceled ctx) = %v (fn called %v), want an error and fn not called", err, called)
 	}
-	if err := db.InTx(t.Context(), func(tx *sql.Tx) error { return nil }); err != nil {
+	if err := db.InTx(t.Context(), func(ctx context.Context, tx *sql.Tx) error { return nil }); err != nil {
 		t.Errorf("InTx after a canceled one = %v, want nil", err)
 	}
 }
@@ -302,7 +302,7 @@ func TestConcurrentWriters(t *testing.T) {
 		wg.Go(func() {
 			// A read-modify-write that loses updates unless transactions
 			// really are serialized.
-			errs <- db.InTx(ctx, func(tx *sql.Tx) error {
+			errs <- db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				var n int
 				if err := tx.QueryRowContext(ctx, `SELECT n FROM counters WHERE name = 'writes'`).Scan(&n); err != nil {
 					return err
@@ -371,7 +371,7 @@ func TestDataSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open(%q) = %v", url, err)
 	}
-	err = db.InTx(ctx, func(tx *sql.Tx) error {
+	err = db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO items (name, created_at, sent_at) VALUES ($1, $2, $3)`, "kept", created, sent); err != nil {
 			return err
 		}

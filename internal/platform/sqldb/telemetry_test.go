@@ -58,7 +58,7 @@ func TestTelemetry(t *testing.T) {
 
 		const secret = "s3cr3t-value-never-on-a-span"
 		ctx, parent := tp.Tracer("test").Start(ctx, "POST /secrets")
-		err := db.InTx(ctx, func(tx *sql.Tx) error {
+		err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO secrets (id, value) VALUES ($1, $2)`, "k1", secret)
 			return err
 		})
