@@ -171,7 +171,7 @@ func (c *Config) registerFlags(f *flags) {
 		"how long requests in flight may run after SIGTERM")
 	f.Duration(&c.OutboxPollInterval, "outbox-poll-interval", "OUTBOX_POLL_INTERVAL", time.Second,
 		"how often the outbox relay looks for events when not woken by a commit")
-	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 16,
+	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 64,
 		"events one notifications worker handles at once")
 	f.Duration(&c.WorkerAckWait, "notifications-ack-wait", "NOTIFICATIONS_ACK_WAIT", notifications.DefaultAckWait,
 		"how long NATS waits for a worker's ack or heartbeat before redelivering an event to another replica")

@@ -306,7 +306,7 @@ func buildNotifications(ctx context.Context, s *system, m *module) error {
 	}
 	worker, err := notifications.NewWorker(notifications.WorkerConfig{
 		JS: js, DB: db,
-		Directory:      notifications.UsersDirectory{Users: usersClient},
+		Directory:      notifications.NewCachedDirectory(notifications.UsersDirectory{Users: usersClient}, time.Now),
 		Channel:        channel,
 		Faults:         m.chaos,
 		StreamReplicas: s.cfg.NATSStreamReplicas,

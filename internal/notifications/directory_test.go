@@ -98,3 +98,43 @@ func TestUsersDirectory(t *testing.T) {
 		})
 	}
 }
+
+// countingDirectory answers from a map and counts the questions.
+type countingDirectory struct {
+	emails map[string]string
+	asked  map[string]int
+}
+
+func (d *countingDirectory) Email(_ context.Context, userID string) (string, error) {
+	d.asked[userID]++
+	if email, ok := d.emails[userID]; ok {
+		return email, nil
+	}
+	return "", errUserGone
+}
+
+// TestCachedDirectory: a user's email is asked for once, then remembered;
+// a user the directory could not find is asked for again, so a lookup that
+// failed once is not a failure for good; an email past its TTL is asked
+// for again.
+func TestCachedDirectory(t *testing.T) {
+	t.Parallel()
+	next := &countingDirectory{emails: map[string]string{"u1": "ada@example.com"}, asked: map[string]int{}}
+	now := time.Now()
+	d := NewCachedDirectory(next, func() time.Time { return now })
+	for range 3 {
+		if email, err := d.Email(t.Context(), "u1"); err != nil || email != "ada@example.com" {
+			t.Fatalf("Email(u1) = %q, %v; want ada@example.com", email, err)
+		}
+		if _, err := d.Email(t.Context(), "u2"); !apperr.Is(err, apperr.NotFound) {
+			t.Fatalf("Email(u2) error = %v, want not found", err)
+		}
+	}
+	if next.asked["u1"] != 1 || next.asked["u2"] != 3 {
+		t.Errorf("directory asked %v, want u1 once (cached) and u2 every time (failures are not cached)", next.asked)
+	}
+	now = now.Add(emailCacheTTL)
+	if _, err := d.Email(t.Context(), "u1"); err != nil || next.asked["u1"] != 2 {
+		t.Errorf("after the TTL: err %v, asked %d times; want a second question", err, next.asked["u1"])
+	}
+}
