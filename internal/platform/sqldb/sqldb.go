@@ -30,7 +30,6 @@ import (
 	"github.com/pressly/goose/v3/lock"
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Dialect names a SQL database family.
@@ -125,17 +124,18 @@ func openSQLite(ctx context.Context, path string, o options) (*DB, error) {
 	dsn := "file:" + uriPath + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
 	system := semconv.DBSystemNameSQLite
-	write, err := o.openSQL("sqlite", dsn+"&_txlock=immediate", system)
+	writes, err := sqliteConnector(dsn + "&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
+	reads, err := sqliteConnector(dsn + "&_pragma=query_only(ON)")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	write := o.openConnector(writes, system)
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	read, err := o.openSQL("sqlite", dsn+"&_pragma=query_only(ON)", system)
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("open sqlite: %w", err)
-	}
+	read := o.openConnector(reads, system)
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	db := &DB{Dialect: SQLite, read: read, write: write}
 	var sizes metric.Int64Histogram

@@ -74,14 +74,6 @@ func (o options) otelsqlOptions(attrs ...attribute.KeyValue) []otelsql.Option {
 	}
 }
 
-// openSQL opens a pool of a registered driver, instrumented when o says so.
-func (o options) openSQL(driverName, dsn string, attrs ...attribute.KeyValue) (*sql.DB, error) {
-	if !o.instrumented() {
-		return sql.Open(driverName, dsn)
-	}
-	return otelsql.Open(driverName, dsn, o.otelsqlOptions(attrs...)...)
-}
-
 // openConnector opens a pool over c, instrumented when o says so.
 func (o options) openConnector(c driver.Connector, attrs ...attribute.KeyValue) *sql.DB {
 	if !o.instrumented() {
