@@ -67,6 +67,9 @@ func startStack(t *testing.T) *stack {
 		// One client address sends the whole load: per-IP limits would
 		// refuse most of it.
 		"RATE_LIMITS_ENABLED=false",
+		// The orders replicas' access lines, which count each replica's
+		// share of the load, are debug lines.
+		"LOG_LEVEL=debug",
 	)
 	t.Cleanup(func() {
 		if t.Failed() {

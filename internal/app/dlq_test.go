@@ -34,20 +34,6 @@ func TestDLQCommand(t *testing.T) {
 	// exist: both are dead-lettered on their first attempt.
 	poison := nats.NewMsg(events.OrderCreated)
 	poison.Data = []byte("not json")
-	if _, err := js.PublishMsg(t.Context(), poison, jetstream.WithMsgID("poison-1")); err != nil {
-		t.Fatalf("publish poison: %v", err)
-	}
-	ev := events.NewOrderCreated("evt-gone-1", events.OrderCreatedData{
-		OrderID: "ord-gone-1", UserID: "user-gone", SKU: "SKU-1", Qty: 1, CreatedAt: time.Now().UTC(),
-	})
-	data, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(t.Context(), events.OrderCreated, data, jetstream.WithMsgID(ev.ID)); err != nil {
-		t.Fatalf("publish event: %v", err)
-	}
-
 	flagURL := "--nats-url=" + natsURL
 	listJSON := func() []notifications.DeadLetter {
 		t.Helper()
@@ -68,6 +54,23 @@ func TestDLQCommand(t *testing.T) {
 		}
 		return out
 	}
+	// One after the other, so that their dead letters come in this order:
+	// the worker handles events side by side.
+	if _, err := js.PublishMsg(t.Context(), poison, jetstream.WithMsgID("poison-1")); err != nil {
+		t.Fatalf("publish poison: %v", err)
+	}
+	testwait.For(t, 15*time.Second, "the first dead letter", func() bool { return len(listJSON()) == 1 })
+	ev := events.NewOrderCreated("evt-gone-1", events.OrderCreatedData{
+		OrderID: "ord-gone-1", UserID: "user-gone", SKU: "SKU-1", Qty: 1, CreatedAt: time.Now().UTC(),
+	})
+	data, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), events.OrderCreated, data, jetstream.WithMsgID(ev.ID)); err != nil {
+		t.Fatalf("publish event: %v", err)
+	}
+
 	testwait.For(t, 15*time.Second, "two dead letters", func() bool { return len(listJSON()) == 2 })
 
 	got := listJSON()

@@ -500,7 +500,12 @@ func (m *module) close() {
 // close. Telemetry goes before them because its last metrics push still
 // reads them (the outbox backlog, the consumer's state).
 func (m *module) run(ctx context.Context, s *system) error {
-	api := httpx.Instrument(m.handler, m.logger, *m.tel)
+	// One access line per request at info: the gateway's (ADR 0012).
+	access := slog.LevelDebug
+	if m.name == gateway.Name {
+		access = slog.LevelInfo
+	}
+	api := httpx.Instrument(m.handler, m.logger, *m.tel, access)
 	if m.chaos != nil {
 		api = httpx.WithRouteHook(api, m.chaos.HookRoute)
 	}

@@ -33,11 +33,12 @@ var bin string
 func TestMain(m *testing.M) { os.Exit(harness.Main(m, &bin)) }
 
 // start runs one process per service (more when cfg asks), with fault
-// injection on and rate limits off, and returns it with a client.
+// injection on, rate limits off and debug logs, where the services behind
+// the gateway write their access lines, and returns it with a client.
 func start(t *testing.T, cfg localcluster.Config, env ...string) (*localcluster.Cluster, *harness.Client) {
 	t.Helper()
 	cfg.Binary, cfg.Dir = bin, filepath.Join(t.TempDir(), "cluster")
-	cfg.Env = append([]string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true"}, env...)
+	cfg.Env = append([]string{"RATE_LIMITS_ENABLED=false", "BLUEPRINT_CHAOS=true", "LOG_LEVEL=debug"}, env...)
 	c := harness.StartCluster(t, cfg)
 	return c, harness.NewClient(64, harness.Gateways(c)...)
 }

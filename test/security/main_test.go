@@ -73,6 +73,9 @@ func TestAttacks(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			cfg := m.cfg(t)
 			cfg.Binary, cfg.Dir = bin, t.TempDir()
+			// Every line a process can write is searched for secrets, the
+			// services' own access lines (debug) included.
+			cfg.Env = []string{"LOG_LEVEL=debug"}
 			c := harness.StartCluster(t, cfg)
 			s := &system{mode: m.name, gateway: harness.Gateways(c)[0], dir: cfg.Dir, natsURL: c.NATSURL,
 				keys: filepath.Join(cfg.Dir, "keys")}

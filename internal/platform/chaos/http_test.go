@@ -92,7 +92,7 @@ func newTestService(t *testing.T, ti *testInjector) (string, *tracetest.SpanReco
 	rt.Handle(routeGet, ok)
 	rt.Handle(routePost, ok)
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	srv := httptest.NewServer(httpx.WithRouteHook(httpx.Instrument(rt, logger, tel), ti.HookRoute))
+	srv := httptest.NewServer(httpx.WithRouteHook(httpx.Instrument(rt, logger, tel, slog.LevelInfo), ti.HookRoute))
 	t.Cleanup(srv.Close)
 	return srv.URL, spans
 }

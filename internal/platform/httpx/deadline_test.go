@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -31,7 +32,7 @@ func TestWithCallerDeadline(t *testing.T) {
 			return nil
 		}
 	}))
-	srv := httptest.NewServer(httpx.WithCallerDeadline(httpx.Instrument(rt, logger, newTestTelemetry(t))))
+	srv := httptest.NewServer(httpx.WithCallerDeadline(httpx.Instrument(rt, logger, newTestTelemetry(t), slog.LevelInfo)))
 	t.Cleanup(srv.Close)
 
 	req, err := http.NewRequest(http.MethodGet, srv.URL+"/slow", nil)

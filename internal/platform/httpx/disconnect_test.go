@@ -3,6 +3,7 @@ package httpx_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -48,7 +49,7 @@ func TestClientClosedRequest(t *testing.T) {
 					httpx.WriteError(w, r, logger, tt.fail(r.Context()))
 				}
 			}))
-			srv := httptest.NewServer(httpx.Instrument(rt, logger, tel))
+			srv := httptest.NewServer(httpx.Instrument(rt, logger, tel, slog.LevelInfo))
 			t.Cleanup(srv.Close)
 
 			ctx, hangUp := context.WithCancel(t.Context())
@@ -106,7 +107,7 @@ func TestClientClosedRequestPanicStays500(t *testing.T) {
 	ctx, hangUp := context.WithCancel(t.Context())
 	hangUp()
 	rec := httptest.NewRecorder()
-	httpx.Instrument(rt, logger, newTestTelemetry(t)).ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/boom", nil))
+	httpx.Instrument(rt, logger, newTestTelemetry(t), slog.LevelInfo).ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/boom", nil))
 	if rec.Code != http.StatusInternalServerError {
 		t.Errorf("status = %d, want 500", rec.Code)
 	}

@@ -41,8 +41,13 @@ func Handle(logger *slog.Logger, fn func(http.ResponseWriter, *http.Request) err
 // and RED metrics (which also honour an incoming traceparent), then access
 // log and panic recovery. The router must come directly inside so that the
 // route pattern it sets on the request is seen by the span and the log.
-func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers) http.Handler {
-	h = withAccessLog(withRouteOnSpan(h), logger)
+//
+// The access line is written at accessLevel: info at the gateway, where a
+// request enters, and debug in the services behind it, so that a request
+// costs one line at the default level (ADR 0012). Failures are logged at
+// error level wherever they happen, whatever accessLevel is.
+func Instrument(h http.Handler, logger *slog.Logger, tel telemetry.Providers, accessLevel slog.Level) http.Handler {
+	h = withAccessLog(withRouteOnSpan(h), logger, accessLevel)
 	h = otelhttp.NewHandler(h, "http.server",
 		otelhttp.WithTracerProvider(tel.Tracer),
 		otelhttp.WithMeterProvider(tel.Meter),
@@ -122,11 +127,11 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// withAccessLog writes one line per request and turns a panic into a 500
+// withAccessLog writes one line per request at level and turns a panic into a 500
 // problem, so one bad request never takes the process down. A request whose
 // client hung up before it was answered is a 499 with client_closed=true,
 // in the log and in the metrics the middleware outside it records.
-func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
+func withAccessLog(next http.Handler, logger *slog.Logger, level slog.Level) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -161,7 +166,7 @@ func withAccessLog(next http.Handler, logger *slog.Logger) http.Handler {
 			if rec.status == StatusClientClosedRequest {
 				attrs = append(attrs, slog.Bool("client_closed", true))
 			}
-			logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			logger.LogAttrs(r.Context(), level, "request", attrs...)
 		}()
 		next.ServeHTTP(rec, r)
 	})

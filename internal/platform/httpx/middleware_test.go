@@ -49,7 +49,7 @@ func newTestService(t *testing.T) (http.Handler, *logtest.Buffer) {
 		w.WriteHeader(http.StatusAccepted)
 		panic("after the header")
 	}))
-	return httpx.Instrument(rt, logger, newTestTelemetry(t)), logs
+	return httpx.Instrument(rt, logger, newTestTelemetry(t), slog.LevelInfo), logs
 }
 
 func TestInstrumentRequestID(t *testing.T) {

@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -176,7 +177,7 @@ func TestRouteHook(t *testing.T) {
 			t.Parallel()
 			logger, logs := newTestLogger(t)
 			var seen []string
-			h := httpx.WithRouteHook(httpx.Instrument(newTestRouter(t), logger, newTestTelemetry(t)),
+			h := httpx.WithRouteHook(httpx.Instrument(newTestRouter(t), logger, newTestTelemetry(t), slog.LevelInfo),
 				func(w http.ResponseWriter, r *http.Request) bool {
 					seen = append(seen, r.Pattern)
 					if r.Pattern == "POST /orders" {

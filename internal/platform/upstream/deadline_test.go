@@ -74,7 +74,7 @@ func TestDeadlinePropagatesAcrossHops(t *testing.T) {
 		atBack <- seenAtBack{header: r.Header.Get(httpx.HeaderRequestTimeout), ended: r.Context().Err()}
 		return r.Context().Err()
 	}))
-	back := newServer(t, httpx.WithCallerDeadline(httpx.Instrument(backMux, logger, *c.tel)).ServeHTTP)
+	back := newServer(t, httpx.WithCallerDeadline(httpx.Instrument(backMux, logger, *c.tel, slog.LevelInfo)).ServeHTTP)
 	toBack := c.observedClient(t, upstream.Config{URLs: []string{back.URL}, Timeout: 5 * time.Second})
 
 	frontMux := http.NewServeMux()
@@ -86,7 +86,7 @@ func TestDeadlinePropagatesAcrossHops(t *testing.T) {
 		w.WriteHeader(resp.Status) // as the gateway relays
 		return nil
 	}))
-	front := newServer(t, httpx.WithCallerDeadline(httpx.Instrument(frontMux, logger, *c.tel)).ServeHTTP)
+	front := newServer(t, httpx.WithCallerDeadline(httpx.Instrument(frontMux, logger, *c.tel, slog.LevelInfo)).ServeHTTP)
 
 	req, err := http.NewRequest(http.MethodGet, front.URL+"/me", nil)
 	if err != nil {
