@@ -91,7 +91,7 @@ func TestAccessTokensIssueVerify(t *testing.T) {
 	}
 }
 
-// TestAccessTokensClockSkew checks the 30 s of skew DESIGN §3 allows, both
+// TestAccessTokensClockSkew checks the 30 s of clock skew tokens are allowed, both
 // for a token past its expiry and for one issued by a clock that runs ahead.
 func TestAccessTokensClockSkew(t *testing.T) {
 	t.Parallel()

@@ -13,7 +13,7 @@ import (
 	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 )
 
-// usersCallers is the users service's trust list from DESIGN §3.
+// usersCallers is the users service's trust list (docs/identity.md).
 var usersCallers = []string{"gateway", "notifications"}
 
 func newUsersVerifier(t *testing.T, kr *auth.Keyring, now func() time.Time) *auth.ServiceVerifier {

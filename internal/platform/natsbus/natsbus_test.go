@@ -130,7 +130,7 @@ func TestStartEmbeddedServes(t *testing.T) {
 		},
 		{
 			// Port 0 means "any free port" for every other Blueprint
-			// listener (DESIGN §1: port 0 works for tests). nats-server
+			// listener (port 0 works for tests). nats-server
 			// reads Port 0 as its default 4222 and only -1 as random, so
 			// two processes given NATS_EMBEDDED_ADDR=127.0.0.1:0 collide.
 			name:   "port 0 listens on a free port the kernel picks",

@@ -26,7 +26,7 @@ import (
 
 // shutdownWait bounds how long a test waits for Shutdown. It is far above
 // the flush bound on purpose: the tests check that Shutdown returns, not how
-// fast (DESIGN §9: no timed assertions).
+// fast (no test asserts a timing).
 const shutdownWait = 30 * time.Second
 
 // env is a getenv reading from a map, the way app.Run is handed one.
