@@ -38,6 +38,8 @@ func benchCommand(ctx context.Context, args []string, getenv func(string) string
 	f.Duration(&o.Timeout, "timeout", "", 10*time.Second, "deadline of one request")
 	f.Bool(&o.Compare, "compare", "", false, "also measure a bare Go server and a bare reverse-proxy hop with the same load, and report the ratios")
 	f.String(&processes, "processes", "", "blueprint,nats-server,postgres", "local processes (by name) whose CPU is counted when the gateway is on this machine")
+	f.String(&o.Profile, "profile", "", "", "ops listener URL of a service started with PPROF_ENABLED=true (e.g. http://127.0.0.1:9101): write a CPU profile of the measured window")
+	f.String(&o.ProfileOut, "profile-out", "", "cpu.prof", "where --profile writes the profile")
 	f.Bool(&asJSON, "json", "", false, "print the report as JSON")
 	if err := f.parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

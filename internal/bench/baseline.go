@@ -106,7 +106,7 @@ func (o *Options) measureBaseline(ctx context.Context, accounts []account) ([]Re
 		{"bare proxy hop", urls["proxy"]},
 	} {
 		l := newLoad(target.url, o.Scenario, accounts)
-		run, err := o.measure(ctx, target.name, l.targeter(), ignore, &cpuMeter{pids: []int{cmd.Process.Pid}})
+		run, err := o.measure(ctx, target.name, l.targeter(), ignore, &cpuMeter{pids: []int{cmd.Process.Pid}}, func() {})
 		if err != nil {
 			return nil, err
 		}

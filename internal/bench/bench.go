@@ -52,6 +52,10 @@ type Options struct {
 	// Processes names the local processes whose CPU is counted (by their
 	// /proc comm); empty counts none.
 	Processes []string
+	// Profile, when set, is an ops listener's base URL (PPROF_ENABLED on):
+	// a CPU profile of the measured window is fetched from it and written
+	// to ProfileOut.
+	Profile, ProfileOut string
 	// Progress receives a live line per second; nil prints nothing.
 	Progress io.Writer
 	// Terminal redraws the progress line in place instead of a line every
@@ -69,6 +73,8 @@ type Report struct {
 	Started  time.Time `json:"started"`
 	Machine  Machine   `json:"machine"`
 	Runs     []Result  `json:"runs"`
+	// ProfileOut is where the CPU profile of the measured window went.
+	ProfileOut string `json:"profile,omitempty"`
 	// Compared holds Blueprint's figures as multiples of the bare runs';
 	// empty without Compare.
 	Compared []Ratio `json:"compared,omitempty"`
@@ -151,9 +157,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	load := newLoad(sys.base, o.Scenario, accounts)
-	run, err := o.measure(ctx, "blueprint", load.targeter(), load.observe, newCPUMeter(o.Processes))
+	profiled := func() error { return nil }
+	run, err := o.measure(ctx, "blueprint", load.targeter(), load.observe, newCPUMeter(o.Processes), func() {
+		if o.Profile != "" {
+			profiled = o.startProfile(ctx, client)
+		}
+	})
 	if err != nil {
 		return nil, err
+	}
+	if err := profiled(); err != nil {
+		return nil, err
+	}
+	if o.Profile != "" {
+		r.ProfileOut = o.ProfileOut
 	}
 	if load.placesOrders() {
 		if run.Notifications, err = sys.awaitNotifications(ctx, accounts, load.measured, o.NotifyWait); err != nil {
@@ -207,13 +224,15 @@ func (o *Options) model() string {
 // observer sees every result of a load; measured is false in the warm-up.
 type observer func(res *vegeta.Result, measured bool)
 
-// measure warms up, then attacks for the duration and summarises.
-func (o *Options) measure(ctx context.Context, name string, tr vegeta.Targeter, observe observer, cpu *cpuMeter) (Result, error) {
+// measure warms up, then attacks for the duration and summarises;
+// started is called when the measured window begins.
+func (o *Options) measure(ctx context.Context, name string, tr vegeta.Targeter, observe observer, cpu *cpuMeter, started func()) (Result, error) {
 	if o.Warmup > 0 {
 		if _, err := o.attack(ctx, name+" warm-up", tr, o.Warmup, func(r *vegeta.Result) { observe(r, false) }); err != nil {
 			return Result{}, err
 		}
 	}
+	started()
 	cpu.start()
 	t, err := o.attack(ctx, name, tr, o.Duration, func(r *vegeta.Result) { observe(r, true) })
 	if err != nil {

@@ -48,6 +48,9 @@ func (r *Report) WriteText(w io.Writer) {
 				n.Latency.P50, n.Latency.P90, n.Latency.P99, n.Latency.P999, n.Latency.Max)
 		}
 	}
+	if r.ProfileOut != "" {
+		fmt.Fprintf(w, "\nCPU profile of the measured window: %s (go tool pprof -top %s)\n", r.ProfileOut, r.ProfileOut)
+	}
 	if len(r.Compared) > 0 {
 		fmt.Fprintln(w)
 	}

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/ds-blueprint/blueprint/internal/bench"
@@ -10,12 +12,14 @@ import (
 
 // TestBench runs `blueprint bench` as a user does, against the built binary
 // on its embedded defaults with the rate limits off: an orders run must see
-// every accepted order notified and count the system's CPU; an open-model
-// run must send at its rate; --compare must measure the bare targets too.
+// every accepted order notified, count the system's CPU and bring back a
+// CPU profile of its window; an open-model run must send at its rate;
+// --compare must measure the bare targets too.
 func TestBench(t *testing.T) {
 	bin := buildBinary(t)
-	_, ready := startBinary(t, bin, t.TempDir(), "--rate-limits=false")
+	_, ready := startBinary(t, bin, t.TempDir(), "--rate-limits=false", "--pprof")
 	gateway := ready["gateway"].(string)
+	profile := filepath.Join(t.TempDir(), "cpu.prof")
 
 	run := func(args ...string) bench.Report {
 		t.Helper()
@@ -30,7 +34,8 @@ func TestBench(t *testing.T) {
 		return r
 	}
 
-	orders := run("--scenario", "orders", "--connections", "4", "--duration", "2s", "--warmup", "500ms")
+	orders := run("--scenario", "orders", "--connections", "4", "--duration", "2s", "--warmup", "500ms",
+		"--profile", ready["gateway_ops"].(string), "--profile-out", profile)
 	if len(orders.Runs) != 1 {
 		t.Fatalf("runs = %+v, want one", orders.Runs)
 	}
@@ -44,6 +49,10 @@ func TestBench(t *testing.T) {
 	}
 	if o.CPU == nil || o.CPU.ByProcess["blueprint"] <= 0 {
 		t.Errorf("CPU = %+v, want the blueprint process counted", o.CPU)
+	}
+	// A pprof profile is gzipped protobuf.
+	if b, err := os.ReadFile(profile); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b || orders.ProfileOut != profile {
+		t.Errorf("profile %s: %d bytes, %v, reported as %q; want a gzipped pprof profile", profile, len(b), err, orders.ProfileOut)
 	}
 
 	me := run("--scenario", "me", "--rate", "100", "--duration", "2s", "--warmup", "0s", "--compare")
