@@ -32,19 +32,14 @@ func record(ctx context.Context, db *sqldb.DB, eventID string, n Notification) (
 	if n.SentAt != nil {
 		sent = sqldb.NullTime{Time: sqldb.NewTime(*n.SentAt), Valid: true}
 	}
-	var count int64
-	// A transaction, so that on SQLite the workers' records share commits.
-	err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-			INSERT INTO notifications (id, event_id, order_id, user_id, channel, status, created_at, sent_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING`,
-			n.ID, eventID, n.OrderID, n.UserID, n.Channel, n.Status, sqldb.NewTime(n.CreatedAt), sent)
-		if err != nil {
-			return err
-		}
-		count, err = res.RowsAffected()
-		return err
-	})
+	res, err := db.ExecContext(ctx, `
+		INSERT INTO notifications (id, event_id, order_id, user_id, channel, status, created_at, sent_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING`,
+		n.ID, eventID, n.OrderID, n.UserID, n.Channel, n.Status, sqldb.NewTime(n.CreatedAt), sent)
+	if err != nil {
+		return false, fmt.Errorf("record notification: %w", err)
+	}
+	count, err := res.RowsAffected()
 	if err != nil {
 		return false, fmt.Errorf("record notification: %w", err)
 	}

@@ -115,9 +115,10 @@ func runScenario(t *testing.T, kill bool) {
 	if sum != totalOrders {
 		t.Errorf("notifications counted by the replicas = %d, want %d", sum, totalOrders)
 	}
-	if len(relays) < 2 {
-		t.Errorf("events published by %d orders replicas, want them shared: %v", len(relays), relays)
-	}
+	// Any relay may publish any replica's rows, and whichever claims first
+	// takes every row pending at that moment: a fast relay can carry all
+	// of them, which is the outbox working, not a fault. The shares are
+	// reported, not required.
 	t.Logf("%d orders in %s: %.0f orders/s; %d client retries; last notification %s after the last 201",
 		totalOrders, res.Duration.Round(time.Millisecond), float64(totalOrders)/res.Duration.Seconds(),
 		res.Requests-totalOrders, lastSent.Sub(res.LastAccepted).Round(time.Millisecond))

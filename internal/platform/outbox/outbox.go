@@ -186,15 +186,10 @@ func markSent(ctx context.Context, db *sqldb.DB, owner string, ids []string, now
 		return nil
 	}
 	in, inArgs := placeholders(ids, 3)
-	// A transaction, so that on SQLite it shares a commit with the orders
-	// being written meanwhile.
-	err := db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx,
-			`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
-			WHERE sent_at IS NULL AND id IN (`+in+`)`,
-			append([]any{sqldb.NewTime(now), owner}, inArgs...)...)
-		return err
-	})
+	_, err := db.ExecContext(ctx,
+		`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
+		WHERE sent_at IS NULL AND id IN (`+in+`)`,
+		append([]any{sqldb.NewTime(now), owner}, inArgs...)...)
 	if err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}

@@ -211,9 +211,19 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 	return db.read.QueryRowContext(ctx, query, args...)
 }
 
-// ExecContext runs one writing statement outside a transaction.
+// ExecContext runs one writing statement in a transaction of its own. On
+// SQLite that transaction joins the group commit, like InTx's.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return db.write.ExecContext(ctx, query, args...)
+	if db.group == nil {
+		return db.write.ExecContext(ctx, query, args...)
+	}
+	var res sql.Result
+	err := db.group.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
 }
 
 // InTx runs fn in a write transaction: committed when fn returns nil, rolled
