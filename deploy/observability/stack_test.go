@@ -113,6 +113,9 @@ func faultEnv() []string {
 		"GATEWAY_MAX_IN_FLIGHT=4",
 		"LOGIN_FAILURE_LIMIT=2",
 		"REDIS_URL=redis://" + localcluster.FreeAddr() + "/0", // nothing listens there
+		// Exemplars come from sampled spans; with no trace exporter none is
+		// recorded unless a sampler is named.
+		"OTEL_TRACES_SAMPLER=parentbased_always_on",
 	}
 }
 
@@ -163,11 +166,13 @@ func load(t *testing.T, gw string, ops map[string]string) {
 
 	// Users fails: retries, the breaker opens, the worker cannot look the
 	// user up and dead-letters the order's event after its second attempt.
+	// The order is a new user's: the worker remembers the emails it found.
+	newcomer := cl.SignUp(t, 1)
 	setChaos(t, ops["users"], `{"route":"GET /users/{id}","errorRate":1}`)
 	for range 10 {
 		cl.Get(gw+"/users/me", token)
 	}
-	status, body = cl.Post(gw+"/orders", token, "obs-dead-letter", `{"sku":"BLUEPRINT-MUG","qty":1}`)
+	status, body = cl.Post(gw+"/orders", newcomer, "obs-dead-letter", `{"sku":"BLUEPRINT-MUG","qty":1}`)
 	expect("POST /orders while users fails", status, body, http.StatusCreated)
 }
 
