@@ -54,12 +54,17 @@ func startGroupCommit(write *sql.DB, sizes metric.Int64Histogram) *groupCommit {
 
 // inTx queues fn and waits for the commit of its group. Once queued, fn's
 // outcome is waited for even if ctx ends, so that the caller never reports
-// a failure for work that was committed.
+// a failure for work that was committed. A panic in fn is raised again
+// here, in the caller's goroutine, as if fn had run there.
 func (g *groupCommit) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	p := &pending{ctx: ctx, fn: fn, result: make(chan error, 1)}
 	select {
 	case g.queue <- p:
-		return <-p.result
+		err := <-p.result
+		if pe, ok := errors.AsType[*panicked](err); ok {
+			panic(pe.value)
+		}
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-g.stop:
@@ -149,16 +154,21 @@ func (g *groupCommit) commit(group []*pending) {
 // caller's work.
 var errBroken = errors.New("group transaction failed")
 
+// panicked carries a panic of a caller's work back to the caller.
+type panicked struct{ value any }
+
+func (p *panicked) Error() string { return fmt.Sprintf("panic in a transaction: %v", p.value) }
+
 // runPart runs one caller's work inside a savepoint, rolled back to when
 // the work fails.
 func runPart(ctx context.Context, tx *sql.Tx, fn func(ctx context.Context, tx *sql.Tx) error, alone bool) error {
 	if alone {
-		return fn(ctx, tx)
+		return guarded(ctx, tx, fn)
 	}
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT part`); err != nil {
 		return fmt.Errorf("%w: savepoint: %w", errBroken, err)
 	}
-	if err := fn(ctx, tx); err != nil {
+	if err := guarded(ctx, tx, fn); err != nil {
 		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO part`); rerr != nil {
 			return fmt.Errorf("%w: roll back to savepoint: %w (after %w)", errBroken, rerr, err)
 		}
@@ -171,6 +181,17 @@ func runPart(ctx context.Context, tx *sql.Tx, fn func(ctx context.Context, tx *s
 		return fmt.Errorf("%w: release savepoint: %w", errBroken, err)
 	}
 	return nil
+}
+
+// guarded runs fn, turning a panic into a *panicked error: the committer
+// goes on with the group, and the caller panics in its own goroutine.
+func guarded(ctx context.Context, tx *sql.Tx, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicked{value: v}
+		}
+	}()
+	return fn(ctx, tx)
 }
 
 // close stops the committer after the group it is committing. Safe to

@@ -130,3 +130,26 @@ func TestGroupCommitAfterClose(t *testing.T) {
 		t.Fatal("InTx after Close did not return")
 	}
 }
+
+// TestGroupCommitPanic: a panic in a caller's work is raised in the caller,
+// as it would be without group commit (where the HTTP server's recovery
+// turns it into a 500), and the database goes on working.
+func TestGroupCommitPanic(t *testing.T) {
+	t.Parallel()
+	db := sqldbtest.OpenSQLite(t, migrations)
+	func() {
+		defer func() {
+			if v := recover(); v != "boom" {
+				t.Errorf("recovered %v, want the work's own panic", v)
+			}
+		}()
+		_ = db.InTx(t.Context(), func(context.Context, *sql.Tx) error { panic("boom") })
+		t.Error("InTx returned after its work panicked")
+	}()
+	if err := db.InTx(t.Context(), func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO items (name, created_at) VALUES ('after', $1)`, sqldb.NewTime(time.Now()))
+		return err
+	}); err != nil {
+		t.Errorf("InTx after a panic = %v, want nil", err)
+	}
+}
