@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,7 +194,7 @@ func (o *Options) check() error {
 	switch {
 	case !strings.HasPrefix(o.Gateway, "http://") && !strings.HasPrefix(o.Gateway, "https://"):
 		return fmt.Errorf("gateway %q is not an http(s) URL", o.Gateway)
-	case !validScenario(o.Scenario):
+	case !slices.Contains(Scenarios, o.Scenario):
 		return fmt.Errorf("scenario %q is not one of %s", o.Scenario, strings.Join(Scenarios, ", "))
 	case o.Rate == 0 && o.Connections < 1:
 		return errors.New("give a rate (open model) or at least one connection (closed model)")
@@ -203,15 +204,6 @@ func (o *Options) check() error {
 		return errors.New("users must be at least 1")
 	}
 	return nil
-}
-
-func validScenario(s string) bool {
-	for _, v := range Scenarios {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 func (o *Options) model() string {
