@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +33,12 @@ type account struct {
 	// bearer is the Authorization header value.
 	bearer string
 }
+
+// jsonBody is the header of a login. The headers of the load's requests
+// are built once and shared read-only, as vegeta copies a target's headers
+// into each request; only an order's, with its own Idempotency-Key, is
+// built per request.
+var jsonBody = http.Header{"Content-Type": {"application/json"}}
 
 // accounts registers n users and logs each in. Registration is the
 // system's most expensive request (a password hash) and is rate limited, so
@@ -129,15 +136,17 @@ type load struct {
 	// run makes this bench's idempotency keys unique among runs.
 	run  string
 	seq  atomic.Uint64
-	body [][]byte // per account: its login, for the login scenario
+	body [][]byte      // per account: its login, for the login scenario
+	auth []http.Header // per account: its Authorization header
 	// measured are the orders accepted after the warm-up.
 	measured []order
 }
 
 func newLoad(base, scenario string, accounts []account) *load {
 	l := &load{base: base, scenario: scenario, accounts: accounts, run: randomHex(6)}
-	if scenario == "login" {
-		for _, a := range accounts {
+	for _, a := range accounts {
+		l.auth = append(l.auth, http.Header{"Authorization": {a.bearer}})
+		if scenario == "login" {
 			b, _ := json.Marshal(map[string]string{"email": a.email, "password": a.password})
 			l.body = append(l.body, b)
 		}
@@ -159,23 +168,21 @@ const (
 func (l *load) targeter() vegeta.Targeter {
 	return func(t *vegeta.Target) error {
 		n := l.seq.Add(1) - 1
-		a := &l.accounts[n%uint64(len(l.accounts))]
-		t.Header = http.Header{}
+		i := n % uint64(len(l.accounts))
 		switch l.kind(n) {
 		case "me":
-			t.Method, t.URL, t.Body = http.MethodGet, l.base+"/users/me", nil
-			t.Header.Set("Authorization", a.bearer)
+			t.Method, t.URL, t.Body, t.Header = http.MethodGet, l.base+"/users/me", nil, l.auth[i]
 		case "orders":
 			t.Method, t.URL, t.Body = http.MethodPost, l.base+"/orders", orderBody
-			t.Header.Set("Authorization", a.bearer)
-			t.Header.Set("Content-Type", "application/json")
-			t.Header.Set("Idempotency-Key", l.run+"-"+strconv.FormatUint(n, 10))
+			t.Header = http.Header{
+				"Authorization":   {l.accounts[i].bearer},
+				"Content-Type":    {"application/json"},
+				"Idempotency-Key": {l.run + "-" + strconv.FormatUint(n, 10)},
+			}
 		case "list":
-			t.Method, t.URL, t.Body = http.MethodGet, l.base+"/orders?limit=20", nil
-			t.Header.Set("Authorization", a.bearer)
+			t.Method, t.URL, t.Body, t.Header = http.MethodGet, l.base+"/orders?limit=20", nil, l.auth[i]
 		case "login":
-			t.Method, t.URL, t.Body = http.MethodPost, l.base+"/auth/login", l.body[n%uint64(len(l.body))]
-			t.Header.Set("Content-Type", "application/json")
+			t.Method, t.URL, t.Body, t.Header = http.MethodPost, l.base+"/auth/login", l.body[i], jsonBody
 		}
 		return nil
 	}
@@ -230,22 +237,21 @@ func (s *system) awaitNotifications(ctx context.Context, accounts []account, ord
 		byUser[o.UserID] = append(byUser[o.UserID], o)
 	}
 	seen := map[string]time.Time{} // order id → first notification's createdAt
+	waiting := func(userID string) bool {
+		return slices.ContainsFunc(byUser[userID], func(o order) bool { _, ok := seen[o.ID]; return !ok })
+	}
 	for {
+		missing := false
 		for _, a := range accounts {
-			if len(byUser[a.id]) == 0 {
-				continue
+			if !waiting(a.id) {
+				continue // every order of this user seen: no need to read its pages again
 			}
 			if err := s.notifiedOrders(ctx, a.bearer, seen); err != nil {
 				return nil, err
 			}
+			missing = missing || waiting(a.id)
 		}
-		missing := 0
-		for _, o := range orders {
-			if _, ok := seen[o.ID]; !ok {
-				missing++
-			}
-		}
-		if missing == 0 || time.Since(start) > wait {
+		if !missing || time.Since(start) > wait {
 			return notificationSummary(orders, seen, time.Since(start)), nil
 		}
 		select {

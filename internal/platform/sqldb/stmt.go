@@ -58,12 +58,15 @@ type cachingConn struct {
 }
 
 type cachedStmt struct {
-	stmt interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	}
+	stmt preparedStmt
 	busy bool
+}
+
+// preparedStmt is what the SQLite driver's statements implement.
+type preparedStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
 }
 
 func newCachingConn(conn driver.Conn) driver.Conn {
@@ -123,11 +126,7 @@ func (c *cachingConn) statement(ctx context.Context, query string) (*cachedStmt,
 	if err != nil {
 		return nil, err
 	}
-	st, ok := ds.(interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	})
+	st, ok := ds.(preparedStmt)
 	if !ok {
 		_ = ds.Close()
 		return nil, nil
