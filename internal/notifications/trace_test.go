@@ -93,7 +93,7 @@ func TestWorkerContinuesTheEventsTrace(t *testing.T) {
 				attribute.String("blueprint.order.id", ev.Data.OrderID),
 			} {
 				if got, ok := attrs.Value(want.Key); !ok || got != want.Value {
-					t.Errorf("attribute %s = %v (present %v), want %v", want.Key, got.Emit(), ok, want.Value.Emit())
+					t.Errorf("attribute %s = %v (present %v), want %v", want.Key, got.String(), ok, want.Value.String())
 				}
 			}
 			wantStatus := codes.Unset
@@ -164,7 +164,7 @@ func TestDeadLetterShowsInTheTrace(t *testing.T) {
 		found = true
 		attrs := attribute.NewSet(e.Attributes...)
 		if got, _ := attrs.Value("blueprint.dlq.sequence"); got.AsInt64() != 1 {
-			t.Errorf("dead-lettered blueprint.dlq.sequence = %v, want 1", got.Emit())
+			t.Errorf("dead-lettered blueprint.dlq.sequence = %v, want 1", got.String())
 		}
 	}
 	if !found {
@@ -189,8 +189,8 @@ func TestDeadLetterShowsInTheTrace(t *testing.T) {
 	for key, want := range map[attribute.Key]string{
 		"messaging.destination.name": DeadLetterSubject, "messaging.nats.delivery.attempt": "1", "messaging.nats.stream.sequence": "1",
 	} {
-		if got, _ := sendAttrs.Value(key); got.Emit() != want {
-			t.Errorf("send %s %s = %q, want %q", DeadLetterSubject, key, got.Emit(), want)
+		if got, _ := sendAttrs.Value(key); got.String() != want {
+			t.Errorf("send %s %s = %q, want %q", DeadLetterSubject, key, got.String(), want)
 		}
 	}
 	if want := "dlq_seq=1"; !strings.Contains(logs.String(), want) {

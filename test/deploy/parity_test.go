@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,7 +44,7 @@ func run(m *testing.M) int {
 	// Built in the repository's own module, with its go.mod and go.sum:
 	// this module requires only what its tests import.
 	binary = filepath.Join(dir, "blueprint")
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-C", "../..", "-o", binary, "./cmd/blueprint").CombinedOutput()
+	out, err := exec.Command("go", "build", "-C", "../..", "-o", binary, "./cmd/blueprint").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,10 +47,16 @@ func Main(m *testing.M, bin *string) int {
 	return m.Run()
 }
 
+// buildBinary builds cmd/blueprint in Blueprint's own module, with its
+// go.mod and go.sum, also for a suite with a module of its own (test/fault)
+// that requires only what its tests import.
 func buildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "blueprint")
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin,
-		"github.com/ds-blueprint/blueprint/cmd/blueprint").CombinedOutput()
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/ds-blueprint/blueprint").Output()
+	if err != nil {
+		return "", fmt.Errorf("find Blueprint's module: %w", err)
+	}
+	out, err := exec.Command("go", "build", "-C", strings.TrimSpace(string(root)), "-o", bin, "./cmd/blueprint").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

@@ -396,6 +396,7 @@ func TestPrivateKeyRedacted(t *testing.T) {
 	}{
 		{"%v", fmt.Sprintf("%v", k)},
 		{"%+v", fmt.Sprintf("%+v", k)},
+		//lint:ignore S1025 what %s prints is the point
 		{"%s", fmt.Sprintf("%s", k)},
 		{"%v of a pointer", fmt.Sprintf("%v", &k)},
 		{"%v of a keyring", fmt.Sprintf("%v", kr)},

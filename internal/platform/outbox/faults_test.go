@@ -82,7 +82,7 @@ func publishSpans(rec *tracetest.SpanRecorder, id string) []sdktrace.ReadOnlySpa
 func spanAttr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

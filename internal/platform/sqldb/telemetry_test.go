@@ -99,19 +99,19 @@ func TestTelemetry(t *testing.T) {
 			for key, value := range map[string]string{
 				"db.system.name": wantSystem, "db.operation.name": w.operation, "db.collection.name": w.collection,
 			} {
-				if v, _ := attrs.Value(attribute.Key(key)); v.Emit() != value {
-					t.Errorf("%s %s = %q, want %q", s.Name(), key, v.Emit(), value)
+				if v, _ := attrs.Value(attribute.Key(key)); v.String() != value {
+					t.Errorf("%s %s = %q, want %q", s.Name(), key, v.String(), value)
 				}
 			}
 			for _, kv := range s.Attributes() {
-				if strings.Contains(kv.Value.Emit(), secret) {
-					t.Errorf("%s attribute %s = %q holds a bound value", s.Name(), kv.Key, kv.Value.Emit())
+				if strings.Contains(kv.Value.String(), secret) {
+					t.Errorf("%s attribute %s = %q holds a bound value", s.Name(), kv.Key, kv.Value.String())
 				}
 			}
 		}
 		insertAttrs := attribute.NewSet(spans[1].Attributes()...)
 		if text, _ := insertAttrs.Value("db.query.text"); !strings.Contains(text.AsString(), "$2") {
-			t.Errorf("INSERT db.query.text = %q, want the statement with its placeholders", text.Emit())
+			t.Errorf("INSERT db.query.text = %q, want the statement with its placeholders", text.String())
 		}
 
 		var rm metricdata.ResourceMetrics
@@ -185,7 +185,7 @@ func hasPoint[P interface {
 		}
 		match := true
 		for i := 0; i+1 < len(kv); i += 2 {
-			if v, ok := set.Value(attribute.Key(kv[i])); !ok || v.Emit() != kv[i+1] {
+			if v, ok := set.Value(attribute.Key(kv[i])); !ok || v.String() != kv[i+1] {
 				match = false
 			}
 		}

@@ -238,7 +238,7 @@ func TestNewResource(t *testing.T) {
 			res := ended[0].Resource()
 			for key, want := range tt.want {
 				v, _ := res.Set().Value(attribute.Key(key))
-				if got := v.Emit(); got != want {
+				if got := v.String(); got != want {
 					t.Errorf("resource %s = %q, want %q (resource %v)", key, got, want, res)
 				}
 			}
