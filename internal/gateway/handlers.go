@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
 
+	"github.com/ds-blueprint/blueprint/api"
 	"github.com/ds-blueprint/blueprint/internal/platform/apperr"
 	"github.com/ds-blueprint/blueprint/internal/platform/httpx"
 	"github.com/ds-blueprint/blueprint/internal/platform/upstream"
@@ -169,6 +171,18 @@ func (g *Gateway) handleJWKS() http.Handler {
 	return httpx.Handle(g.logger, func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		return httpx.Encode(w, http.StatusOK, g.tokens.JWKS())
+	})
+}
+
+// handleOpenAPI serves the document of this API (api/openapi.yaml), public
+// and cacheable as the keys are. application/yaml is YAML's media type
+// (RFC 9512).
+func (g *Gateway) handleOpenAPI() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Header().Set("Content-Length", strconv.Itoa(len(api.OpenAPI)))
+		_, _ = w.Write(api.OpenAPI)
 	})
 }
 

@@ -17,14 +17,7 @@ import (
 // tokens where public ones belong.
 func contractSystem(t *testing.T) (*inProcess, *auth.Keyring) {
 	t.Helper()
-	keysDir := t.TempDir()
-	kr, err := auth.GenerateKeyring(serviceNames)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.WriteKeyring(keysDir, kr); err != nil {
-		t.Fatal(err)
-	}
+	keysDir, kr := keysOnDisk(t)
 	return startInProcess(t, t.TempDir(), map[string]string{"BLUEPRINT_KEYS_DIR": keysDir}), kr
 }
 

@@ -11,25 +11,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 	"github.com/ds-blueprint/blueprint/internal/platform/natsbus"
 	"github.com/ds-blueprint/blueprint/internal/platform/testwait"
 )
 
 // TestUpstreamFailuresBecomeProblems runs the gateway alone in front of
 // upstreams that are down, hang, fail or refuse its credentials. Every
-// request ends, with the problem the design names, and none hangs past the
+// request ends, with the problem docs/errors.md names, and none hangs past the
 // upstream deadline.
 func TestUpstreamFailuresBecomeProblems(t *testing.T) {
 	t.Parallel()
-	keysDir := t.TempDir()
-	kr, err := auth.GenerateKeyring(serviceNames)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.WriteKeyring(keysDir, kr); err != nil {
-		t.Fatal(err)
-	}
+	keysDir, kr := keysOnDisk(t)
 
 	down := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens there
 	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ds-blueprint/blueprint/internal/app"
+	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 )
 
 // serviceNames are the four targets.
@@ -363,4 +364,21 @@ func status(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// keysOnDisk generates every service's keys into a temp dir, for a system
+// started with BLUEPRINT_KEYS_DIR: the test can then sign tokens with the
+// system's real keys (expired ones, wrong audiences, internal tokens where
+// public ones belong).
+func keysOnDisk(t *testing.T) (string, *auth.Keyring) {
+	t.Helper()
+	dir := t.TempDir()
+	kr, err := auth.GenerateKeyring(serviceNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.WriteKeyring(dir, kr); err != nil {
+		t.Fatal(err)
+	}
+	return dir, kr
 }

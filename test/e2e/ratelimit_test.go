@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/ds-blueprint/blueprint/internal/gateway/gatewaytest"
-	"github.com/ds-blueprint/blueprint/internal/platform/auth"
 	"github.com/ds-blueprint/blueprint/test/harness"
 )
 
@@ -162,14 +161,7 @@ func TestRateLimitsSharedByTwoGateways(t *testing.T) {
 	t.Parallel()
 	requireLoopbackAddresses(t)
 	url := gatewaytest.RedisURL(t)
-	keysDir := t.TempDir()
-	kr, err := auth.GenerateKeyring(serviceNames)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.WriteKeyring(keysDir, kr); err != nil {
-		t.Fatal(err)
-	}
+	keysDir, _ := keysOnDisk(t)
 	env := limitEnv(5, "REDIS_URL", url, "REDIS_KEY_PREFIX", gatewaytest.KeyPrefix(t, url), "BLUEPRINT_KEYS_DIR", keysDir)
 	sys := startInProcess(t, t.TempDir(), env)
 	replicaEnv := map[string]string{}

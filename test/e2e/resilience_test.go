@@ -21,14 +21,7 @@ import (
 func TestServicesStopAtTheCallersDeadline(t *testing.T) {
 	t.Parallel()
 	const latency = 20 * time.Second
-	keysDir := t.TempDir()
-	kr, err := auth.GenerateKeyring(serviceNames)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.WriteKeyring(keysDir, kr); err != nil {
-		t.Fatal(err)
-	}
+	keysDir, kr := keysOnDisk(t)
 	sys := startInProcess(t, t.TempDir(), map[string]string{"BLUEPRINT_KEYS_DIR": keysDir, "BLUEPRINT_CHAOS": "true"})
 	c := newClient(t, sys.url("gateway"))
 	u := c.signUp(uniqueEmail("deadline"), "deadline-password")

@@ -38,14 +38,7 @@ func TestTelemetryHoldsNoSecrets(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(hooks.Close)
-	keysDir := t.TempDir()
-	kr, err := auth.GenerateKeyring(serviceNames)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.WriteKeyring(keysDir, kr); err != nil {
-		t.Fatal(err)
-	}
+	keysDir, kr := keysOnDisk(t)
 	col := telemetrytest.NewCollector(t)
 	sys := startInProcess(t, t.TempDir(), map[string]string{
 		"BLUEPRINT_KEYS_DIR":          keysDir,
