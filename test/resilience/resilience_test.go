@@ -4,7 +4,7 @@
 // docs/resilience.md describes them: the system runs as OS processes on
 // loopback (SQLite, one NATS process), faults are chaos rules and signals,
 // and the load goes through the gateway the way clients send it. Some
-// checks are latencies the design promises (a breaker fails fast), so the
+// checks are latencies docs/design.md promises (a breaker fails fast), so the
 // suite runs on its own, one test at a time, not beside other packages:
 //
 //	go test -tags=resilience -v ./test/resilience/
