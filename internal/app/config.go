@@ -58,6 +58,7 @@ type Config struct {
 	UpstreamConnectTimeout time.Duration
 	ShutdownTimeout        time.Duration
 	OutboxPollInterval     time.Duration
+	OutboxRetention        time.Duration
 	WorkerConcurrency      int
 	WorkerAckWait          time.Duration
 	WorkerMaxDeliver       int
@@ -171,6 +172,8 @@ func (c *Config) registerFlags(f *flags) {
 		"how long requests in flight may run after SIGTERM")
 	f.Duration(&c.OutboxPollInterval, "outbox-poll-interval", "OUTBOX_POLL_INTERVAL", time.Second,
 		"how often the outbox relay looks for events when not woken by a commit")
+	f.Duration(&c.OutboxRetention, "outbox-retention", "OUTBOX_RETENTION", time.Hour,
+		"how long an event stays in the outbox table after it was published; older ones are deleted every minute")
 	f.Int(&c.WorkerConcurrency, "notifications-concurrency", "NOTIFICATIONS_CONCURRENCY", 64,
 		"events one notifications worker handles at once")
 	f.Duration(&c.WorkerAckWait, "notifications-ack-wait", "NOTIFICATIONS_ACK_WAIT", notifications.DefaultAckWait,
@@ -266,7 +269,7 @@ func (c *Config) Validate() error {
 	for env, d := range map[string]time.Duration{
 		"UPSTREAM_TIMEOUT": c.UpstreamTimeout, "UPSTREAM_ATTEMPT_TIMEOUT": c.UpstreamAttemptTimeout,
 		"UPSTREAM_CONNECT_TIMEOUT": c.UpstreamConnectTimeout, "UPSTREAM_BREAKER_DELAY": c.UpstreamBreakerDelay,
-		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
+		"OUTBOX_POLL_INTERVAL": c.OutboxPollInterval, "OUTBOX_RETENTION": c.OutboxRetention,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be more than 0", env))

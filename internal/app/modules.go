@@ -241,6 +241,12 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	if err != nil {
 		return err
 	}
+	pruner, err := outbox.NewPruner(outbox.PrunerConfig{
+		DB: db, Retention: s.cfg.OutboxRetention, Logger: m.logger, Meter: m.tel.Meter,
+	})
+	if err != nil {
+		return err
+	}
 	svc, err := orders.NewService(db, m.tel.Propagator, m.tel.Meter, relay.Notify, time.Now, m.chaos)
 	if err != nil {
 		return err
@@ -253,7 +259,7 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	m.handler = rt
 	m.chaos.AddRoutes(append(rt.Routes(), orders.FaultAfterKeyClaim, orders.FaultAfterCommit, outbox.FaultAfterClaim)...)
 	m.ready = func(ctx context.Context) error { return errors.Join(db.Ping(ctx), natsbus.Ready(ctx, js)) }
-	m.workers = append(m.workers, relay.Run, func(ctx context.Context) error {
+	m.workers = append(m.workers, relay.Run, pruner.Run, func(ctx context.Context) error {
 		return every(ctx, 10*time.Minute, func(ctx context.Context) {
 			if n, err := svc.PurgeExpiredKeys(ctx); err != nil {
 				m.logger.WarnContext(ctx, "purge idempotency keys failed", "error", err.Error())

@@ -1,0 +1,85 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/ds-blueprint/blueprint/internal/platform/outbox"
+	"github.com/ds-blueprint/blueprint/internal/platform/sqldb"
+)
+
+// TestPrunerDeletesSentRowsPastRetention fills the outbox with rows sent
+// long ago (more than two delete batches of them), rows sent within the
+// window and rows never sent, and checks that one round deletes exactly the
+// first kind, and that the metrics say so.
+func TestPrunerDeletesSentRowsPastRetention(t *testing.T) {
+	eachBackend(t, testPrunerDeletesSentRowsPastRetention)
+}
+
+func testPrunerDeletesSentRowsPastRetention(t *testing.T, db *sqldb.DB) {
+	const old, recent, unsent = 2300, 150, 120
+	msgs := newMessages(t, old+recent+unsent, requestSpan(t))
+	insert(t, db, msgs...)
+	const retention = 50 * time.Millisecond
+	time.Sleep(2 * retention) // every row is now written before the window
+	now := time.Now()
+	markSentAt(t, db, msgs[:old], now.Add(-time.Hour))
+	// Sent "after" the cutoff of the round below, however slowly it starts.
+	markSentAt(t, db, msgs[old:old+recent], now.Add(time.Hour))
+
+	reader := sdkmetric.NewManualReader()
+	p, err := outbox.NewPruner(outbox.PrunerConfig{DB: db, Retention: retention, Logger: discard,
+		Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := findMetric(t, reader, "blueprint.outbox.rows"); ok {
+		t.Error("blueprint.outbox.rows reported before any round counted the table")
+	}
+	n, err := p.Prune(t.Context())
+	if err != nil {
+		t.Fatalf("Prune() error = %v", err)
+	}
+	if n != old {
+		t.Errorf("Prune() deleted %d rows, want the %d sent before the window", n, old)
+	}
+	if got := sentIDs(t, db); len(got) != recent || got[0] != msgs[old].ID {
+		t.Errorf("sent rows left = %d (first %v), want the %d sent within the window", len(got), got[:min(1, len(got))], recent)
+	}
+	if got := pending(t, db); got != unsent {
+		t.Errorf("pending rows = %d, want all %d unsent rows kept", got, unsent)
+	}
+	if got := gauge[int64](t, reader, "blueprint.outbox.rows"); got != recent+unsent {
+		t.Errorf("blueprint.outbox.rows = %d, want %d", got, recent+unsent)
+	}
+	m, _ := findMetric(t, reader, "blueprint.outbox.pruned")
+	if sum, ok := m.Data.(metricdata.Sum[int64]); !ok || len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != old {
+		t.Errorf("blueprint.outbox.pruned = %+v, want %d", m.Data, old)
+	}
+
+	// Nothing left to delete: a second round deletes nothing.
+	if n, err := p.Prune(t.Context()); err != nil || n != 0 {
+		t.Errorf("second Prune() = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestNewPrunerRefusesNoRetention(t *testing.T) {
+	if _, err := outbox.NewPruner(outbox.PrunerConfig{Retention: 0}); err == nil {
+		t.Error("NewPruner with a retention of 0: no error")
+	}
+}
+
+// markSentAt marks msgs sent at the given time, as the relay would have.
+func markSentAt(t *testing.T, db *sqldb.DB, msgs []outbox.Message, at time.Time) {
+	t.Helper()
+	for _, m := range msgs {
+		if _, err := db.ExecContext(context.WithoutCancel(t.Context()),
+			`UPDATE outbox SET sent_at = $1, sent_by = 'test' WHERE id = $2`, sqldb.NewTime(at), m.ID); err != nil {
+			t.Fatalf("mark %s sent: %v", m.ID, err)
+		}
+	}
+}
