@@ -40,6 +40,13 @@ func benchCommand(ctx context.Context, args []string, getenv func(string) string
 	f.String(&processes, "processes", "", "blueprint,nats-server,postgres", "local processes (by name) whose CPU is counted when the gateway is on this machine")
 	f.String(&o.Profile, "profile", "", "", "ops listener URL of a service started with PPROF_ENABLED=true (e.g. http://127.0.0.1:9101): write a CPU profile of the measured window")
 	f.String(&o.ProfileOut, "profile-out", "", "cpu.prof", "where --profile writes the profile")
+	var soak bench.SoakOptions
+	var soakFor time.Duration
+	f.Duration(&soakFor, "soak", "", 0, "soak for this long instead of --duration: sample memory, heap, goroutines, open files, the data directory and the log, and fail if any of the first four keeps growing")
+	f.Duration(&soak.Every, "soak-every", "", 0, "time between a soak's samples (0: a twentieth of the soak, at least 1s)")
+	f.String(&soak.OpsURL, "ops", "", "http://127.0.0.1:9101", "an ops listener of the system, for the Go heap and goroutines a soak samples")
+	f.String(&soak.DataDir, "data-dir", "", "./.blueprint", "the system's data directory, whose size a soak samples")
+	f.String(&soak.LogFile, "log-file", "", "", "a file the system's log goes to, whose size a soak samples")
 	f.Bool(&asJSON, "json", "", false, "print the report as JSON")
 	if err := f.parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -53,6 +60,13 @@ func benchCommand(ctx context.Context, args []string, getenv func(string) string
 	}
 	if loopbackURL(o.Gateway) {
 		o.Processes = splitList(processes)
+	}
+	if soakFor > 0 {
+		o.Duration = soakFor
+		if soak.Every <= 0 {
+			soak.Every = max(time.Second, soakFor/20)
+		}
+		o.Soak = &soak
 	}
 	if o.Compare {
 		self, err := os.Executable()

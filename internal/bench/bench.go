@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -62,6 +63,9 @@ type Options struct {
 	// Terminal redraws the progress line in place instead of a line every
 	// five seconds.
 	Terminal bool
+	// Soak, when set, samples the system's resources during the measured
+	// window and reports whether any kept growing.
+	Soak *SoakOptions
 }
 
 // Scenarios are the loads Run knows.
@@ -79,6 +83,8 @@ type Report struct {
 	// Compared holds Blueprint's figures as multiples of the bare runs';
 	// empty without Compare.
 	Compared []Ratio `json:"compared,omitempty"`
+	// Soak is what a soak sampled; nil without Options.Soak.
+	Soak *Soak `json:"soak,omitempty"`
 }
 
 // Machine is where the run happened.
@@ -136,6 +142,10 @@ type Ratio struct {
 // accepted order that was not notified within NotifyWait.
 var ErrNotNotified = errors.New("accepted orders were not notified")
 
+// ErrStillGrowing is returned, with the report, when a soak saw memory,
+// goroutines or open files still growing after its first third.
+var ErrStillGrowing = errors.New("still growing after the first third of the soak")
+
 // Run prepares accounts, warms up, measures and, for orders, waits for the
 // notifications. The report is returned even with ErrNotNotified.
 func Run(ctx context.Context, o Options) (*Report, error) {
@@ -158,12 +168,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	load := newLoad(sys.base, o.Scenario, accounts)
+	var measured atomic.Uint64 // requests sent in the measured window, for the soak's samples
+	observe := func(res *vegeta.Result, inWindow bool) {
+		if inWindow {
+			measured.Add(1)
+		}
+		load.observe(res, inWindow)
+	}
+	var soak *soaker
+	if o.Soak != nil {
+		soak = newSoaker(*o.Soak, o.Processes, &measured)
+	}
 	profiled := func() error { return nil }
-	run, err := o.measure(ctx, "blueprint", load.targeter(), load.observe, newCPUMeter(o.Processes), func() {
+	run, err := o.measure(ctx, "blueprint", load.targeter(), observe, newCPUMeter(o.Processes), func() {
 		if o.Profile != "" {
 			profiled = o.startProfile(ctx, client)
 		}
+		if soak != nil {
+			soak.start(ctx)
+		}
 	})
+	if soak != nil && !soak.began.IsZero() { // started: stop its sampling, even after a failed run
+		r.Soak = soak.stop(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +214,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return r, fmt.Errorf("%w: %d of %d after %s", ErrNotNotified,
 			run.Notifications.Missing, run.Notifications.Orders, o.NotifyWait)
 	}
+	if r.Soak != nil && len(r.Soak.Growing) > 0 {
+		return r, fmt.Errorf("%w: %s", ErrStillGrowing, strings.Join(r.Soak.Growing, ", "))
+	}
 	return r, nil
 }
 
@@ -202,6 +232,8 @@ func (o *Options) check() error {
 		return errors.New("duration must be positive")
 	case o.Users < 1:
 		return errors.New("users must be at least 1")
+	case o.Soak != nil && o.Soak.Every <= 0:
+		return errors.New("a soak needs a time between samples")
 	}
 	return nil
 }

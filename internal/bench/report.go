@@ -51,6 +51,9 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.ProfileOut != "" {
 		fmt.Fprintf(w, "\nCPU profile of the measured window: %s (go tool pprof -top %s)\n", r.ProfileOut, r.ProfileOut)
 	}
+	if r.Soak != nil {
+		r.Soak.writeText(w)
+	}
 	if len(r.Compared) > 0 {
 		fmt.Fprintln(w)
 	}
@@ -71,3 +74,32 @@ func counts(statuses map[string]int) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// writeText prints a soak's samples, what the data directory and the log
+// grew by per request, and the verdict.
+func (s *Soak) writeText(w io.Writer) {
+	fmt.Fprintln(w, "\nsoak: the counted processes, their Go runtime (from the ops listener), the data directory and the log")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "s\trequests\tRSS MB\theap MB\tgoroutines\topen files\tdata MB\tlog MB\t")
+	for _, x := range s.Samples {
+		fmt.Fprintf(tw, "%.0f\t%d\t%.1f\t%.1f\t%d\t%d\t%.1f\t%.1f\t\n", x.At, x.Requests,
+			mb(x.RSS), mb(x.Heap), x.Goroutines, x.OpenFiles, mb(x.Data), mb(x.Log))
+	}
+	_ = tw.Flush()
+	if n := len(s.Samples); n > 1 {
+		first, last := s.Samples[0], s.Samples[n-1]
+		if reqs := float64(last.Requests - first.Requests); reqs > 0 {
+			fmt.Fprintf(w, "per request: data directory %+.0f bytes, log %+.0f bytes\n",
+				float64(last.Data-first.Data)/reqs, float64(last.Log-first.Log)/reqs)
+		}
+	}
+	if len(s.Growing) > 0 {
+		fmt.Fprintf(w, "STILL GROWING after the first third: %s\n", strings.Join(s.Growing, ", "))
+	} else if len(s.Samples) >= 6 {
+		fmt.Fprintln(w, "flat: memory, heap, goroutines and open files stopped growing after the first third")
+	} else {
+		fmt.Fprintln(w, "too few samples to judge growth (6 at least)")
+	}
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }

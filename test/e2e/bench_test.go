@@ -14,10 +14,12 @@ import (
 // on its embedded defaults with the rate limits off: an orders run must see
 // every accepted order notified, count the system's CPU and bring back a
 // CPU profile of its window; an open-model run must send at its rate;
-// --compare must measure the bare targets too.
+// --compare must measure the bare targets too; a soak must sample the
+// process, its Go runtime and its data directory.
 func TestBench(t *testing.T) {
 	bin := buildBinary(t)
-	_, ready := startBinary(t, bin, t.TempDir(), "--rate-limits=false", "--pprof")
+	dataDir := t.TempDir()
+	_, ready := startBinary(t, bin, dataDir, "--rate-limits=false", "--pprof")
 	gateway := ready["gateway"].(string)
 	profile := filepath.Join(t.TempDir(), "cpu.prof")
 
@@ -70,6 +72,28 @@ func TestBench(t *testing.T) {
 	for _, c := range me.Compared {
 		if c.Throughput <= 0 || c.CPU <= 0 {
 			t.Errorf("compared = %+v, want both ratios", c)
+		}
+	}
+
+	// Whether a six-second soak is still growing is for TestGrowing to
+	// judge: here it may exit with that verdict, but must have sampled.
+	out, err := exec.Command(bin, "bench", "--gateway", gateway, "--json", "--users", "3", "--scenario", "me",
+		"--connections", "2", "--warmup", "0s", "--soak", "6s", "--soak-every", "1s",
+		"--ops", ready["gateway_ops"].(string), "--data-dir", dataDir).Output()
+	var soaked bench.Report
+	if jerr := json.Unmarshal(out, &soaked); jerr != nil || soaked.Soak == nil {
+		t.Fatalf("bench --soak: %v, printed %s", err, out)
+	}
+	if err != nil && len(soaked.Soak.Growing) == 0 {
+		t.Fatalf("bench --soak failed with nothing growing: %v", err)
+	}
+	samples := soaked.Soak.Samples
+	if len(samples) < 6 || samples[len(samples)-1].Requests == 0 {
+		t.Fatalf("soak samples = %+v, want at least 6, the last after some requests", samples)
+	}
+	for _, x := range samples {
+		if x.RSS <= 0 || x.Heap <= 0 || x.Goroutines <= 0 || x.OpenFiles <= 0 || x.Data <= 0 {
+			t.Errorf("soak sample %+v: want resident memory, heap, goroutines, open files and data all measured", x)
 		}
 	}
 }
