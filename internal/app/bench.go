@@ -44,7 +44,7 @@ func benchCommand(ctx context.Context, args []string, getenv func(string) string
 	var soakFor time.Duration
 	f.Duration(&soakFor, "soak", "", 0, "soak for this long instead of --duration: sample memory, heap, goroutines, open files, the data directory and the log, and fail if any of the first four keeps growing")
 	f.Duration(&soak.Every, "soak-every", "", 0, "time between a soak's samples (0: a twentieth of the soak, at least 1s)")
-	f.String(&soak.OpsURL, "ops", "", "http://127.0.0.1:9101", "an ops listener of the system, for the Go heap and goroutines a soak samples")
+	f.String(&soak.OpsURL, "ops", "", "http://127.0.0.1:9101", "an ops listener of the system: a soak samples the memory, open files, heap and goroutines of the process behind it")
 	f.String(&soak.DataDir, "data-dir", "", "./.blueprint", "the system's data directory, whose size a soak samples")
 	f.String(&soak.LogFile, "log-file", "", "", "a file the system's log goes to, whose size a soak samples")
 	f.Bool(&asJSON, "json", "", false, "print the report as JSON")

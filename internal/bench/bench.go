@@ -177,7 +177,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var soak *soaker
 	if o.Soak != nil {
-		soak = newSoaker(*o.Soak, o.Processes, &measured)
+		soak = newSoaker(*o.Soak, &measured)
 	}
 	profiled := func() error { return nil }
 	run, err := o.measure(ctx, "blueprint", load.targeter(), observe, newCPUMeter(o.Processes), func() {

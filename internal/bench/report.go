@@ -78,7 +78,7 @@ func counts(statuses map[string]int) string {
 // writeText prints a soak's samples, what the data directory and the log
 // grew by per request, and the verdict.
 func (s *Soak) writeText(w io.Writer) {
-	fmt.Fprintln(w, "\nsoak: the counted processes, their Go runtime (from the ops listener), the data directory and the log")
+	fmt.Fprintln(w, "\nsoak: the process behind the ops listener, the data directory and the log")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "s\trequests\tRSS MB\theap MB\tgoroutines\topen files\tdata MB\tlog MB\t")
 	for _, x := range s.Samples {

@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -17,9 +16,10 @@ import (
 )
 
 // A soak is a long run that watches what the system holds rather than how
-// fast it answers: every SoakOptions.Every it samples the resident memory
-// and open files of the local processes, the Go heap and goroutines from an
-// ops listener, and the sizes of the data directory and the log file. At the
+// fast it answers: every SoakOptions.Every it samples, from an ops
+// listener's /metrics, the resident memory, open files, Go heap and
+// goroutines of the process behind it, and the sizes of the data directory
+// and the log file. At the
 // end it says which of memory, heap, goroutines and open files still grew
 // after the first third of the run: a cache without a bound, a leak, a
 // connection never closed. The data directory and the log are expected to
@@ -29,8 +29,8 @@ import (
 type SoakOptions struct {
 	// Every is the time between samples.
 	Every time.Duration
-	// OpsURL is an ops listener of the system (its /metrics gives the Go
-	// heap and goroutines of that process); empty skips them.
+	// OpsURL is an ops listener of the system: its /metrics describes the
+	// process behind it (all of the system, in one process).
 	OpsURL string
 	// DataDir and LogFile are measured when set.
 	DataDir, LogFile string
@@ -39,15 +39,14 @@ type SoakOptions struct {
 // Sample is what a soak saw at one moment.
 type Sample struct {
 	// At is the time since the measured window began, in seconds.
-	At       float64 `json:"atSeconds"`
-	Requests uint64  `json:"requests"`
-	// RSS and OpenFiles are summed over the counted local processes.
-	RSS        int64 `json:"rssBytes"`
-	OpenFiles  int   `json:"openFiles"`
-	Heap       int64 `json:"heapInuseBytes"`
-	Goroutines int64 `json:"goroutines"`
-	Data       int64 `json:"dataBytes"`
-	Log        int64 `json:"logBytes"`
+	At         float64 `json:"atSeconds"`
+	Requests   uint64  `json:"requests"`
+	RSS        int64   `json:"rssBytes"`
+	OpenFiles  int64   `json:"openFiles"`
+	Heap       int64   `json:"heapInuseBytes"`
+	Goroutines int64   `json:"goroutines"`
+	Data       int64   `json:"dataBytes"`
+	Log        int64   `json:"logBytes"`
 }
 
 // Soak is a soak's samples and its verdict.
@@ -60,7 +59,6 @@ type Soak struct {
 // soaker samples in the background from start until stop.
 type soaker struct {
 	opts     SoakOptions
-	procs    []string
 	http     *http.Client
 	requests *atomic.Uint64
 
@@ -71,8 +69,8 @@ type soaker struct {
 	stopped chan struct{}
 }
 
-func newSoaker(o SoakOptions, procs []string, requests *atomic.Uint64) *soaker {
-	return &soaker{opts: o, procs: procs, requests: requests, http: &http.Client{Timeout: 5 * time.Second},
+func newSoaker(o SoakOptions, requests *atomic.Uint64) *soaker {
+	return &soaker{opts: o, requests: requests, http: &http.Client{Timeout: 5 * time.Second},
 		done: make(chan struct{}), stopped: make(chan struct{})}
 }
 
@@ -107,12 +105,8 @@ func (s *soaker) stop(ctx context.Context) *Soak {
 
 func (s *soaker) sample(ctx context.Context) {
 	x := Sample{At: time.Since(s.began).Seconds(), Requests: s.requests.Load()}
-	for pid := range localPIDs(s.procs, nil) {
-		x.RSS += residentBytes(pid)
-		x.OpenFiles += openFiles(pid)
-	}
 	if s.opts.OpsURL != "" {
-		x.Heap, x.Goroutines = s.goRuntime(ctx)
+		s.readMetrics(ctx, &x)
 	}
 	if s.opts.DataDir != "" {
 		x.Data = treeBytes(s.opts.DataDir)
@@ -127,16 +121,17 @@ func (s *soaker) sample(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-// goRuntime reads go_memstats_heap_inuse_bytes and go_goroutines from the
-// ops listener's /metrics; zero when it cannot.
-func (s *soaker) goRuntime(ctx context.Context) (heap, goroutines int64) {
+// readMetrics fills x from the ops listener's /metrics: the process
+// collector's resident memory and open files, the Go collector's heap in
+// use and goroutines. A sample it cannot read keeps zeros.
+func (s *soaker) readMetrics(ctx context.Context, x *Sample) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.opts.OpsURL, "/")+"/metrics", nil)
 	if err != nil {
-		return 0, 0
+		return
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return 0, 0
+		return
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -147,14 +142,17 @@ func (s *soaker) goRuntime(ctx context.Context) (heap, goroutines int64) {
 			continue
 		}
 		switch name {
+		case "process_resident_memory_bytes":
+			x.RSS = parseMetric(value)
+		case "process_open_fds":
+			x.OpenFiles = parseMetric(value)
 		case "go_memstats_heap_inuse_bytes":
-			heap = parseMetric(value)
+			x.Heap = parseMetric(value)
 		case "go_goroutines":
-			goroutines = parseMetric(value)
+			x.Goroutines = parseMetric(value)
 		}
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return heap, goroutines
 }
 
 func parseMetric(v string) int64 {
@@ -163,26 +161,6 @@ func parseMetric(v string) int64 {
 		return 0
 	}
 	return int64(f)
-}
-
-// residentBytes is the process's VmRSS.
-func residentBytes(pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(raw)) {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func openFiles(pid int) int {
-	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(fds)
 }
 
 // treeBytes is the size of every file under dir.
@@ -224,7 +202,7 @@ func growing(samples []Sample) []string {
 		{"resident memory", func(s Sample) int64 { return s.RSS }, growthSlack.rss},
 		{"Go heap", func(s Sample) int64 { return s.Heap }, growthSlack.heap},
 		{"goroutines", func(s Sample) int64 { return s.Goroutines }, growthSlack.goroutines},
-		{"open files", func(s Sample) int64 { return int64(s.OpenFiles) }, growthSlack.fileNo},
+		{"open files", func(s Sample) int64 { return s.OpenFiles }, growthSlack.fileNo},
 	} {
 		before, after := peak(middle, c.of), peak(last, c.of)
 		if after > before+c.slack && float64(after) > float64(before)*(1+growthSlack.share) {

@@ -26,13 +26,13 @@ func TestGrowing(t *testing.T) {
 			return Sample{RSS: int64(min(i, 4)) * 10 * mib, Heap: 20 * mib, Goroutines: 100, OpenFiles: 30}
 		}), nil},
 		{"noise within the slack", series(12, func(i int) Sample {
-			return Sample{RSS: 60*mib + int64(i%3)*mib, Heap: 20*mib + int64(i%2)*2*mib, Goroutines: 100 + int64(i%4)*5, OpenFiles: 30 + i%3}
+			return Sample{RSS: 60*mib + int64(i%3)*mib, Heap: 20*mib + int64(i%2)*2*mib, Goroutines: 100 + int64(i%4)*5, OpenFiles: 30 + int64(i%3)}
 		}), nil},
 		{"memory and goroutines still rising", series(12, func(i int) Sample {
 			return Sample{RSS: 40*mib + int64(i)*5*mib, Heap: 20 * mib, Goroutines: 100 + int64(i)*10, OpenFiles: 30}
 		}), []string{"resident memory", "goroutines"}},
 		{"a file descriptor leak", series(9, func(i int) Sample {
-			return Sample{RSS: 50 * mib, OpenFiles: 30 + 4*i}
+			return Sample{RSS: 50 * mib, OpenFiles: 30 + 4*int64(i)}
 		}), []string{"open files"}},
 		{"too short to judge", series(5, func(i int) Sample { return Sample{RSS: int64(i) * 100 * mib} }), nil},
 	} {
