@@ -118,11 +118,15 @@ func openSQLite(ctx context.Context, path string, o options) (*DB, error) {
 	// WAL lets readers run beside the writer; synchronous(FULL) makes every
 	// commit durable before the client hears 201, power loss included;
 	// busy_timeout covers the moments the read pool and the write connection
-	// meet; foreign keys are off by default in SQLite.
+	// meet; foreign keys are off by default in SQLite. cache_size bounds
+	// each connection's page cache to 512 KiB instead of SQLite's 2 MiB:
+	// fifteen connections in one process (three databases, a writer and
+	// four readers each) held 10 MB more resident memory with the default,
+	// and a page not cached is read from the kernel's page cache.
 	// The path goes into a file: URI, where ?, # and % mean something.
 	uriPath := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	dsn := "file:" + uriPath + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=cache_size(-512)"
 	system := semconv.DBSystemNameSQLite
 	writes, err := sqliteConnector(dsn + "&_txlock=immediate")
 	if err != nil {
