@@ -229,8 +229,7 @@ func buildOrders(ctx context.Context, s *system, m *module) error {
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		DB: db, JS: js,
 		Prepare: func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(s.cfg.NATSStreamReplicas))
-			return err
+			return events.DeclareStream(ctx, js, s.cfg.NATSStreamReplicas)
 		},
 		Owner:  relayOwner(),
 		Poll:   s.cfg.OutboxPollInterval,

@@ -191,3 +191,48 @@ func TestStreamConfigOnTheServer(t *testing.T) {
 		}
 	}
 }
+
+// TestDeclareStream creates ORDERS, leaves it alone when it is already as
+// StreamConfig says (no update, which would race a consumer being added),
+// and brings a stream configured otherwise back to it. Updates are counted
+// by the advisories the server publishes for them.
+func TestDeclareStream(t *testing.T) {
+	t.Parallel()
+	_, js := natsbustest.Start(t)
+	updates, err := js.Conn().SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED." + events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for range 2 { // create, then find it as it should be
+		if err := events.DeclareStream(ctx, js, 1); err != nil {
+			t.Fatalf("DeclareStream() = %v", err)
+		}
+	}
+	changed := events.StreamConfig(1)
+	changed.MaxAge = time.Hour
+	if _, err := js.UpdateStream(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.DeclareStream(ctx, js, 1); err != nil {
+		t.Fatalf("DeclareStream() over a changed stream = %v", err)
+	}
+	s, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != events.StreamConfig(1).MaxAge {
+		t.Errorf("MaxAge after DeclareStream = %v, want %v", got, events.StreamConfig(1).MaxAge)
+	}
+	// Two updates: the test's and the one undoing it; a third would be an
+	// update of a stream that needed none.
+	n := 0
+	for ; ; n++ {
+		if _, err := updates.NextMsg(time.Second); err != nil {
+			break
+		}
+	}
+	if n != 2 {
+		t.Errorf("stream updates = %d, want 2 (the test's change and its correction)", n)
+	}
+}

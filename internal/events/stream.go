@@ -1,6 +1,10 @@
 package events
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,4 +37,38 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		Duplicates: 2 * time.Minute,
 		Replicas:   max(1, replicas),
 	}
+}
+
+// DeclareStream creates the ORDERS stream, or brings an existing one to
+// StreamConfig(replicas). A stream already so configured is left alone:
+// an update, even one that changes nothing, rewrites the stream store's
+// configuration, which nats-server (v2.15.2) reads without a lock while it
+// adds a consumer — the notifications worker declares its consumer at the
+// same moment orders starts, and the race detector catches the two.
+func DeclareStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	want := StreamConfig(replicas)
+	s, err := js.Stream(ctx, Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // notifications was first
+			return DeclareStream(ctx, js, replicas)
+		}
+	case err != nil:
+	case !sameStream(s.CachedInfo().Config, want):
+		_, err = js.UpdateStream(ctx, want)
+	}
+	if err != nil {
+		return fmt.Errorf("declare stream %s: %w", Stream, err)
+	}
+	return nil
+}
+
+// sameStream compares the settings StreamConfig spells out; the server
+// fills in the others.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.MaxAge == want.MaxAge && have.MaxMsgs == want.MaxMsgs &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgSize == want.MaxMsgSize && have.Discard == want.Discard &&
+		have.Duplicates == want.Duplicates && have.Replicas == want.Replicas
 }
