@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -53,36 +52,24 @@ func (c *cpuMeter) perRequest(requests uint64) *CPU {
 
 // read returns the CPU time of every counted process.
 func (c *cpuMeter) read() map[int]proc {
-	out := map[int]proc{}
-	for pid, name := range localPIDs(c.names, c.pids) {
-		if ns, ok := processCPU(fmt.Sprintf("/proc/%d", pid)); ok {
-			out[pid] = proc{name: name, ns: ns}
-		}
-	}
-	return out
-}
-
-// localPIDs finds the local processes whose /proc/<pid>/comm is one of
-// names, and those in pids, except this process (the load generator), and
-// returns their names by pid.
-func localPIDs(names []string, pids []int) map[int]string {
-	if len(names) == 0 && len(pids) == 0 {
+	if len(c.names) == 0 && len(c.pids) == 0 {
 		return nil
 	}
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	self := os.Getpid()
-	out := map[int]string{}
+	out := map[int]proc{}
 	for _, dir := range dirs {
 		pid, err := strconv.Atoi(filepath.Base(dir))
 		if err != nil || pid == self {
 			continue
 		}
 		comm, err := os.ReadFile(dir + "/comm")
-		name := strings.TrimSpace(string(comm))
-		if err != nil || !slices.Contains(names, name) && !slices.Contains(pids, pid) {
+		if err != nil || !slices.Contains(c.names, strings.TrimSpace(string(comm))) && !slices.Contains(c.pids, pid) {
 			continue
 		}
-		out[pid] = name
+		if ns, ok := processCPU(dir); ok {
+			out[pid] = proc{name: strings.TrimSpace(string(comm)), ns: ns}
+		}
 	}
 	return out
 }
