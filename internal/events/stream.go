@@ -39,27 +39,39 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// DeclareStream creates the ORDERS stream, or brings an existing one to
-// StreamConfig(replicas). A stream already so configured is left alone:
-// an update, even one that changes nothing, rewrites the stream store's
-// configuration, which nats-server (v2.15.2) reads without a lock while it
-// adds a consumer — the notifications worker declares its consumer at the
-// same moment orders starts, and the race detector catches the two.
-func DeclareStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	want := StreamConfig(replicas)
+// CreateStream creates the ORDERS stream as StreamConfig(replicas) when it
+// is missing, and returns it as it is. Whichever service starts first
+// creates it; the other finds it.
+func CreateStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, Stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		_, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // notifications was first
-			return DeclareStream(ctx, js, replicas)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, StreamConfig(replicas))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile
+			s, err = js.Stream(ctx, Stream)
 		}
-	case err != nil:
-	case !sameStream(s.CachedInfo().Config, want):
-		_, err = js.UpdateStream(ctx, want)
 	}
 	if err != nil {
-		return fmt.Errorf("declare stream %s: %w", Stream, err)
+		return nil, fmt.Errorf("declare stream %s: %w", Stream, err)
+	}
+	return s, nil
+}
+
+// DeclareStream is CreateStream, and then brings an existing stream to
+// StreamConfig(replicas) if its settings differ. A stream already so
+// configured is left alone: an update, even one that changes nothing,
+// rewrites the stream store's configuration, which nats-server (v2.15.2)
+// reads without a lock while it adds a consumer — the notifications worker
+// declares its consumer at the same moment orders starts, and the race
+// detector catches the two.
+func DeclareStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	s, err := CreateStream(ctx, js, replicas)
+	if err != nil {
+		return err
+	}
+	if want := StreamConfig(replicas); !sameStream(s.CachedInfo().Config, want) {
+		if _, err := js.UpdateStream(ctx, want); err != nil {
+			return fmt.Errorf("update stream %s: %w", Stream, err)
+		}
 	}
 	return nil
 }

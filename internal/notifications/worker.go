@@ -234,13 +234,8 @@ func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 // since an update could make the stream copy messages the worker may
 // publish (dead letters) in as orders.created.
 func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
-	if _, err := w.cfg.JS.Stream(ctx, events.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = w.cfg.JS.CreateStream(ctx, events.StreamConfig(w.cfg.StreamReplicas))
-		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // orders was first after all
-			return nil, fmt.Errorf("declare stream %s: %w", events.Stream, err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", events.Stream, err)
+	if _, err := events.CreateStream(ctx, w.cfg.JS, w.cfg.StreamReplicas); err != nil {
+		return nil, err
 	}
 	if _, err := w.cfg.JS.CreateOrUpdateStream(ctx, DeadLetterStreamConfig(w.cfg.StreamReplicas)); err != nil {
 		return nil, fmt.Errorf("declare stream %s: %w", DeadLetterStream, err)
