@@ -204,6 +204,16 @@ func (r response) problem(t *testing.T) problem {
 // do sends a request; body is JSON-encoded unless it is a string or []byte.
 func (c *client) do(method, path string, body any, headers ...string) response {
 	c.t.Helper()
+	resp, err := c.send(context.Background(), method, path, body, headers...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
+// send is do returning its error, for goroutines, which cannot fail the
+// test; ctx reaches the client's transport.
+func (c *client) send(ctx context.Context, method, path string, body any, headers ...string) (response, error) {
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -214,13 +224,13 @@ func (c *client) do(method, path string, body any, headers ...string) response {
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			c.t.Fatal(err)
+			return response{}, err
 		}
 		r = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, c.base+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
-		c.t.Fatal(err)
+		return response{}, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -233,14 +243,14 @@ func (c *client) do(method, path string, body any, headers ...string) response {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+		return response{}, fmt.Errorf("read body: %w", err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: data}
+	return response{status: resp.StatusCode, header: resp.Header, body: data}, nil
 }
 
 // expect fails the test unless the response has the status.

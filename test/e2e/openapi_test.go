@@ -87,8 +87,8 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 	// Registration.
 	alice, bob := contract.client(t, gw), contract.client(t, gw)
 	aliceEmail := uniqueEmail("contract-alice")
-	alice.signUp(aliceEmail)
-	bob.signUp(uniqueEmail("contract-bob"))
+	alice.signUp(aliceEmail, "contract-password")
+	bob.signUp(uniqueEmail("contract-bob"), "contract-password")
 	for _, tc := range []struct {
 		body, breaks string
 		status       int
@@ -104,17 +104,17 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 		{`{"email":"x@example.com","password":"password1","name":"` + strings.Repeat("n", 70<<10) + `"}`, "name over 100", 413, "body_too_large"},
 		{jsonOf(map[string]string{"email": strings.ToUpper(aliceEmail), "password": "password1", "name": "X"}), "", 409, "email_taken"},
 	} {
-		anon.do(apiRequest{method: "POST", path: "/auth/register", body: tc.body, breaks: tc.breaks}).expectProblem(t, tc.status, tc.code)
+		anon.call(apiRequest{method: "POST", path: "/auth/register", body: tc.body, breaks: tc.breaks}).expectProblem(t, tc.status, tc.code)
 	}
 
 	// Login, and its limit on failures: the third failure in a row from one
 	// address for one email is refused, whatever the password.
 	anon.post("/auth/login", credentials(aliceEmail, "wrong-password")).expectProblem(t, 401, "invalid_credentials")
-	anon.do(apiRequest{method: "POST", path: "/auth/login", body: `{"email":"x@example.com"`, breaks: "truncated JSON"}).
+	anon.call(apiRequest{method: "POST", path: "/auth/login", body: `{"email":"x@example.com"`, breaks: "truncated JSON"}).
 		expectProblem(t, 400, "malformed_json")
-	anon.do(apiRequest{method: "POST", path: "/auth/login", body: `{"email":"x@example.com"}`, breaks: "no password"}).
+	anon.call(apiRequest{method: "POST", path: "/auth/login", body: `{"email":"x@example.com"}`, breaks: "no password"}).
 		expectProblem(t, 422, "validation")
-	anon.do(apiRequest{method: "POST", path: "/auth/login", body: credentials("x@example.com", strings.Repeat("p", 70<<10)), breaks: "password over 128"}).
+	anon.call(apiRequest{method: "POST", path: "/auth/login", body: credentials("x@example.com", strings.Repeat("p", 70<<10)), breaks: "password over 128"}).
 		expectProblem(t, 413, "body_too_large")
 	guessed := uniqueEmail("contract-guessed")
 	for range 2 {
@@ -129,7 +129,7 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 	ghost := contract.client(t, gw) // a valid token for a user that does not exist
 	ghost.token = forge(t, kr.Access, "at+jwt", accessClaims(uuid.Must(uuid.NewV7()).String(), time.Now()))
 	traceID := "4bf92f3577b34da6a3ce929d0e0e4736"
-	gone := ghost.do(apiRequest{method: "GET", path: "/users/me", header: []string{
+	gone := ghost.call(apiRequest{method: "GET", path: "/users/me", header: []string{
 		"X-Request-Id", "contract-1", "traceparent", "00-" + traceID + "-00f067aa0ba902b7-01",
 	}}).expectProblem(t, 404, "user_not_found")
 	if got := gone.header.Get("X-Request-Id"); got != "contract-1" {
@@ -138,10 +138,10 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 	if got := gone.problem(t).TraceID; got != traceID {
 		t.Errorf("traceId = %q, want the traceparent's %s", got, traceID)
 	}
-	anon.do(apiRequest{method: "GET", path: "/users/me", breaks: "no token"}).expectProblem(t, 401, "unauthorized")
+	anon.call(apiRequest{method: "GET", path: "/users/me", breaks: "no token"}).expectProblem(t, 401, "unauthorized")
 	expired := forge(t, kr.Access, "at+jwt", accessClaims(uuid.Must(uuid.NewV7()).String(), time.Now().Add(-time.Hour)))
 	for _, token := range []string{"not-a-jwt", expired} {
-		anon.do(apiRequest{method: "GET", path: "/users/me", header: []string{"Authorization", "Bearer " + token}}).
+		anon.call(apiRequest{method: "GET", path: "/users/me", header: []string{"Authorization", "Bearer " + token}}).
 			expectProblem(t, 401, "unauthorized")
 	}
 
@@ -168,10 +168,10 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 		{`{"sku":"MUG","qty":1}`, "key over 255", []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "invalid_idempotency_key"},
 		{`{"sku":"` + strings.Repeat("A", 70<<10) + `","qty":1}`, "sku over 64", nil, 413, "body_too_large"},
 	} {
-		alice.do(apiRequest{method: "POST", path: "/orders", body: tc.body, header: tc.header, breaks: tc.breaks}).
+		alice.call(apiRequest{method: "POST", path: "/orders", body: tc.body, header: tc.header, breaks: tc.breaks}).
 			expectProblem(t, tc.status, tc.code)
 	}
-	anon.do(apiRequest{method: "POST", path: "/orders", body: `{"sku":"MUG","qty":1}`, breaks: "no token"}).
+	anon.call(apiRequest{method: "POST", path: "/orders", body: `{"sku":"MUG","qty":1}`, breaks: "no token"}).
 		expectProblem(t, 401, "unauthorized")
 	keyInFlight(t, sys, alice)
 
@@ -179,7 +179,7 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 	alice.get("/orders/"+mine.ID).expect(t, http.StatusOK)
 	alice.get("/orders/"+bobs.ID).expectProblem(t, 404, "order_not_found")
 	alice.get("/orders/%00").expectProblem(t, 404, "not_found") // the router refuses control characters
-	anon.do(apiRequest{method: "GET", path: "/orders/" + mine.ID, breaks: "no token"}).expectProblem(t, 401, "unauthorized")
+	anon.call(apiRequest{method: "GET", path: "/orders/" + mine.ID, breaks: "no token"}).expectProblem(t, 401, "unauthorized")
 	var first page[order]
 	alice.get("/orders?limit=2").expect(t, http.StatusOK).json(t, &first)
 	if first.NextCursor == nil {
@@ -189,9 +189,9 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 	alice.get("/orders/me").expect(t, http.StatusOK)
 	waitForNotification(t, alice)
 	for _, list := range []string{"/orders", "/orders/me", "/notifications"} {
-		alice.do(apiRequest{method: "GET", path: list + "?limit=0", breaks: "limit below 1"}).expectProblem(t, 400, "invalid_query")
+		alice.call(apiRequest{method: "GET", path: list + "?limit=0", breaks: "limit below 1"}).expectProblem(t, 400, "invalid_query")
 		alice.get(list+"?cursor=not-a-cursor").expectProblem(t, 400, "invalid_query") // any string is a cursor to the document
-		anon.do(apiRequest{method: "GET", path: list, breaks: "no token"}).expectProblem(t, 401, "unauthorized")
+		anon.call(apiRequest{method: "GET", path: list, breaks: "no token"}).expectProblem(t, 401, "unauthorized")
 	}
 }
 
@@ -199,7 +199,7 @@ func exerciseSystem(t *testing.T, contract *openAPIContract, keysDir string, kr 
 // while orders is made to take two seconds between claiming a key and
 // creating the order: one request creates it, the other finds the key
 // locked for longer than it may wait, and gets 409.
-func keyInFlight(t *testing.T, sys *inProcess, c *apiClient) {
+func keyInFlight(t *testing.T, sys *inProcess, c *client) {
 	t.Helper()
 	ops := sys.url("orders_ops") + "/chaos"
 	chaosRequest(t, "POST", ops, `{"route":"orders.after_key_claim","latencyMs":2000}`)
@@ -212,7 +212,7 @@ func keyInFlight(t *testing.T, sys *inProcess, c *apiClient) {
 	results := make(chan result, 2)
 	for range 2 {
 		go func() { // ends with its request
-			r, err := c.send(apiRequest{method: "POST", path: "/orders", body: `{"sku":"SLOW","qty":1}`, header: []string{"Idempotency-Key", key}})
+			r, err := c.try(apiRequest{method: "POST", path: "/orders", body: `{"sku":"SLOW","qty":1}`, header: []string{"Idempotency-Key", key}})
 			results <- result{r.status, err}
 		}()
 	}
@@ -230,7 +230,7 @@ func keyInFlight(t *testing.T, sys *inProcess, c *apiClient) {
 }
 
 // waitForNotification polls the caller's notifications until there is one.
-func waitForNotification(t *testing.T, c *apiClient) {
+func waitForNotification(t *testing.T, c *client) {
 	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var p page[notification]
@@ -288,7 +288,7 @@ func exerciseFailures(t *testing.T, contract *openAPIContract, keysDir string, k
 	// Every route that calls a service, each with a request the document
 	// allows.
 	type call struct {
-		who *apiClient
+		who *client
 		apiRequest
 	}
 	upstream := []call{
@@ -308,7 +308,7 @@ func exerciseFailures(t *testing.T, contract *openAPIContract, keysDir string, k
 	expectEach := func(calls []call, status int, code string) {
 		t.Helper()
 		for _, c := range calls {
-			c.who.do(c.apiRequest).expectProblem(t, status, code)
+			c.who.call(c.apiRequest).expectProblem(t, status, code)
 		}
 	}
 
@@ -321,7 +321,7 @@ func exerciseFailures(t *testing.T, contract *openAPIContract, keysDir string, k
 	answer.Store(0)
 	first := make(chan error, 1)
 	go func() { // ends once the fake answers, after release
-		r, err := user.send(apiRequest{method: "GET", path: "/notifications"})
+		r, err := user.try(apiRequest{method: "GET", path: "/notifications"})
 		if err == nil && r.status != http.StatusBadGateway {
 			err = fmt.Errorf("held request = %d, want 502", r.status)
 		}
@@ -545,17 +545,10 @@ func validateResponse(in *openapi3filter.RequestValidationInput, resp *http.Resp
 	return nil
 }
 
-// apiClient speaks to the public API through a checkedTransport, as a user
-// when it holds a token.
-type apiClient struct {
-	t     *testing.T
-	base  string
-	token string
-	http  *http.Client
-}
-
-func (c *openAPIContract) client(t *testing.T, base string) *apiClient {
-	return &apiClient{t: t, base: base, http: &http.Client{Timeout: 30 * time.Second, Transport: checkedTransport{c}}}
+// client speaks to the public API through a checkedTransport, as a user
+// would, and fails the test on any difference from the document.
+func (c *openAPIContract) client(t *testing.T, base string) *client {
+	return &client{t: t, base: base, http: &http.Client{Timeout: 30 * time.Second, Transport: checkedTransport{c}}}
 }
 
 // apiRequest is one request to the API. The body is sent as written, so
@@ -568,68 +561,37 @@ type apiRequest struct {
 	breaks string
 }
 
-// send makes the request. A difference from the document is an error.
-func (c *apiClient) send(r apiRequest) (response, error) {
+// try makes the request. A difference from the document is an error.
+func (c *client) try(r apiRequest) (response, error) {
 	ctx := context.Background()
 	if r.breaks != "" {
 		ctx = context.WithValue(ctx, breaksKey{}, r.breaks)
 	}
-	var body io.Reader
+	var body any
 	if r.body != "" {
-		body = strings.NewReader(r.body)
+		body = r.body
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, body)
-	if err != nil {
-		return response{}, err
-	}
-	if r.body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	for i := 0; i+1 < len(r.header); i += 2 {
-		req.Header.Set(r.header[i], r.header[i+1])
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: data}, err
+	return c.send(ctx, r.method, r.path, body, r.header...)
 }
 
-// do is send, failing the test on an error.
-func (c *apiClient) do(r apiRequest) response {
+// call is try, failing the test on an error.
+func (c *client) call(r apiRequest) response {
 	c.t.Helper()
-	resp, err := c.send(r)
+	resp, err := c.try(r)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return resp
 }
 
-func (c *apiClient) get(path string) response {
+func (c *client) get(path string) response {
 	c.t.Helper()
-	return c.do(apiRequest{method: "GET", path: path})
+	return c.call(apiRequest{method: "GET", path: path})
 }
 
-func (c *apiClient) post(path, body string, header ...string) response {
+func (c *client) post(path, body string, header ...string) response {
 	c.t.Helper()
-	return c.do(apiRequest{method: "POST", path: path, body: body, header: header})
-}
-
-// signUp registers a user and logs in as them.
-func (c *apiClient) signUp(email string) {
-	c.t.Helper()
-	c.post("/auth/register", jsonOf(map[string]string{"email": email, "password": "contract-password", "name": "Contract"})).
-		expect(c.t, http.StatusCreated)
-	var tok struct {
-		AccessToken string `json:"accessToken"`
-	}
-	c.post("/auth/login", credentials(email, "contract-password")).expect(c.t, http.StatusOK).json(c.t, &tok)
-	c.token = tok.AccessToken
+	return c.call(apiRequest{method: "POST", path: path, body: body, header: header})
 }
 
 // expectProblem fails the test unless the response is a problem with the
