@@ -180,9 +180,9 @@ func treeBytes(dir string) int64 {
 // Growth a soak tolerates in the last third over the middle one: a
 // collection that landed late, a burst of goroutines in flight.
 var growthSlack = struct {
-	share                         float64
-	rss, heap, goroutines, fileNo int64
-}{share: 0.05, rss: 4 << 20, heap: 4 << 20, goroutines: 20, fileNo: 5}
+	share                        float64
+	rss, heap, goroutines, files int64
+}{share: 0.05, rss: 4 << 20, heap: 4 << 20, goroutines: 20, files: 5}
 
 // growing names what still grew after the first third of the samples: the
 // peak of the last third above the middle third's by more than the slack.
@@ -202,7 +202,7 @@ func growing(samples []Sample) []string {
 		{"resident memory", func(s Sample) int64 { return s.RSS }, growthSlack.rss},
 		{"Go heap", func(s Sample) int64 { return s.Heap }, growthSlack.heap},
 		{"goroutines", func(s Sample) int64 { return s.Goroutines }, growthSlack.goroutines},
-		{"open files", func(s Sample) int64 { return s.OpenFiles }, growthSlack.fileNo},
+		{"open files", func(s Sample) int64 { return s.OpenFiles }, growthSlack.files},
 	} {
 		before, after := peak(middle, c.of), peak(last, c.of)
 		if after > before+c.slack && float64(after) > float64(before)*(1+growthSlack.share) {
