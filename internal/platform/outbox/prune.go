@@ -21,6 +21,14 @@ import (
 // delete holds SQLite's single writer (or PostgreSQL's locks) for long and
 // the orders committing meanwhile wait for one small batch at most. Rows not
 // yet sent are never deleted.
+//
+// Deleting frees no space by itself on PostgreSQL: a deleted or updated row
+// stays in the table until VACUUM marks its space reusable, and every outbox
+// row is inserted, updated twice and deleted. Autovacuum does that when it
+// is on and keeps up; a server with it off (or behind) would let the table
+// grow for ever. So a round that deleted rows vacuums the table itself,
+// which makes the outbox's size one retention window whatever the server's
+// settings. SQLite reuses a deleted row's pages for the next inserts.
 
 // pruneBatch is the most rows one DELETE removes.
 const pruneBatch = 1000
@@ -123,6 +131,14 @@ func (p *Pruner) Prune(ctx context.Context) (int64, error) {
 		p.pruned.Add(ctx, n)
 		if n < pruneBatch {
 			break
+		}
+	}
+	if total > 0 && p.cfg.DB.Dialect == sqldb.Postgres {
+		// SKIP_LOCKED: another replica's pruner, or autovacuum, is already
+		// at it. Without ownership of the table PostgreSQL skips it with a
+		// warning, and autovacuum is left to do the work.
+		if _, err := p.cfg.DB.ExecContext(ctx, `VACUUM (SKIP_LOCKED) outbox`); err != nil {
+			return total, fmt.Errorf("vacuum outbox: %w", err)
 		}
 	}
 	var rows int64

@@ -67,6 +67,57 @@ func testPrunerDeletesSentRowsPastRetention(t *testing.T, db *sqldb.DB) {
 	}
 }
 
+// TestPrunedOutboxStopsGrowing is the outbox under a steady load: every
+// round inserts a batch of events, sends them and prunes them. The table's
+// size on disk must stop growing after the first rounds, as pruned rows'
+// space is reused — on PostgreSQL whether or not autovacuum runs.
+func TestPrunedOutboxStopsGrowing(t *testing.T) {
+	eachBackend(t, testPrunedOutboxStopsGrowing)
+}
+
+func testPrunedOutboxStopsGrowing(t *testing.T, db *sqldb.DB) {
+	const rounds, perRound = 12, 1500
+	p, err := outbox.NewPruner(outbox.PrunerConfig{DB: db, Retention: time.Millisecond, Logger: discard,
+		Meter: sdkmetric.NewMeterProvider()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := requestSpan(t)
+	var sizes []int64
+	for range rounds {
+		insert(t, db, newMessages(t, perRound, sc)...)
+		time.Sleep(2 * time.Millisecond) // written before the window
+		if _, err := db.ExecContext(t.Context(), `UPDATE outbox SET sent_at = $1, sent_by = 'test' WHERE sent_at IS NULL`,
+			sqldb.NewTime(time.Now().Add(-time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := p.Prune(t.Context()); err != nil || n != perRound {
+			t.Fatalf("Prune() = %d, %v; want %d, nil", n, err, perRound)
+		}
+		sizes = append(sizes, tableBytes(t, db))
+	}
+	// The first rounds size the table for one batch; the rest reuse it.
+	if last, settled := sizes[rounds-1], sizes[2]; last > settled+settled/4 {
+		t.Errorf("outbox size by round = %v bytes: still growing after %d rounds of %d rows each inserted, sent and pruned",
+			sizes, rounds, perRound)
+	}
+}
+
+// tableBytes is what the outbox and its indexes take on disk.
+func tableBytes(t *testing.T, db *sqldb.DB) int64 {
+	t.Helper()
+	query := `SELECT pg_total_relation_size('outbox')`
+	if db.Dialect == sqldb.SQLite {
+		// The whole file: SQLite frees pages within it, never gives them back.
+		query = `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`
+	}
+	var n int64
+	if err := db.QueryRowContext(t.Context(), query).Scan(&n); err != nil {
+		t.Fatalf("size of the outbox: %v", err)
+	}
+	return n
+}
+
 func TestNewPrunerRefusesNoRetention(t *testing.T) {
 	if _, err := outbox.NewPruner(outbox.PrunerConfig{Retention: 0}); err == nil {
 		t.Error("NewPruner with a retention of 0: no error")
