@@ -68,10 +68,34 @@ func (c *cpuMeter) read() map[int]proc {
 			continue
 		}
 		if ns, ok := processCPU(dir); ok {
-			out[pid] = proc{name: strings.TrimSpace(string(comm)), ns: ns}
+			out[pid] = proc{name: role(dir, strings.TrimSpace(string(comm))), ns: ns}
 		}
 	}
 	return out
+}
+
+// role names a process for the report: its command, and for Blueprint's
+// processes what they run (`blueprint orders`, `blueprint nats`), so that
+// a run of one service per process tells which service the CPU went to.
+// All in one, it stays `blueprint`.
+func role(dir, comm string) string {
+	raw, err := os.ReadFile(dir + "/cmdline")
+	if comm != "blueprint" || err != nil {
+		return comm
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	for i, a := range args {
+		flag := strings.TrimLeft(a, "-") // -target and --target alike
+		switch {
+		case i == 1 && a == "nats":
+			return comm + " nats"
+		case flag != a && strings.HasPrefix(flag, "target="):
+			return comm + " " + strings.TrimPrefix(flag, "target=")
+		case flag != a && flag == "target" && i+1 < len(args):
+			return comm + " " + args[i+1]
+		}
+	}
+	return comm
 }
 
 // processCPU is the CPU time the process's threads have run, in
