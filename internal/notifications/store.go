@@ -25,14 +25,15 @@ func recorded(ctx context.Context, db *sqldb.DB, eventID string) (bool, error) {
 	return true, nil
 }
 
-// record stores n for eventID. It reports false when the event was already
-// recorded (by a replica that raced this one): the unique event id decides.
-func record(ctx context.Context, db *sqldb.DB, eventID string, n Notification) (bool, error) {
+// record stores n for eventID with ex: the database, or a transaction of
+// Seed's. It reports false when the event was already recorded (by a
+// replica that raced this one): the unique event id decides.
+func record(ctx context.Context, ex sqldb.Execer, eventID string, n Notification) (bool, error) {
 	var sent sqldb.NullTime
 	if n.SentAt != nil {
 		sent = sqldb.NullTime{Time: sqldb.NewTime(*n.SentAt), Valid: true}
 	}
-	res, err := db.ExecContext(ctx, `
+	res, err := ex.ExecContext(ctx, `
 		INSERT INTO notifications (id, event_id, order_id, user_id, channel, status, created_at, sent_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING`,
 		n.ID, eventID, n.OrderID, n.UserID, n.Channel, n.Status, sqldb.NewTime(n.CreatedAt), sent)
@@ -48,10 +49,12 @@ func record(ctx context.Context, db *sqldb.DB, eventID string, n Notification) (
 
 const notificationColumns = `id, order_id, user_id, channel, status, created_at, sent_at`
 
-// listNotifications fetches req.Limit+1 rows so the page knows whether more follow.
+// listNotifications fetches req.Limit+1 rows so the page knows whether more
+// follow. It is planned for the user at each run (QueryCustomPlan): one user
+// may have many thousands of notifications, far more than the average.
 func listNotifications(ctx context.Context, db *sqldb.DB, userID string, req pagination.Request) ([]Notification, error) {
 	query, args := req.SQL(`SELECT `+notificationColumns+` FROM notifications WHERE user_id = $1`, []any{userID})
-	rows, err := db.QueryContext(ctx, query, args...)
+	rows, err := db.QueryCustomPlan(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)
 	}

@@ -91,17 +91,8 @@ func (s *Service) claimKey(ctx context.Context, userID, key, hash string) (*keyH
 	hold := &keyHold{userID: userID, key: key, created: now, until: until}
 	var prior *Order
 	err := s.db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-			INSERT INTO idempotency_keys (user_id, key, request_hash, locked_until, created_at)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING`,
-			userID, key, hash, sqldb.NewTime(until), sqldb.NewTime(now))
-		if err != nil {
-			return fmt.Errorf("claim idempotency key: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("claim idempotency key: %w", err)
-		} else if n == 1 {
-			return nil
+		if inserted, err := insertKey(ctx, tx, *hold, hash); err != nil || inserted {
+			return err
 		}
 
 		lock := ""
@@ -112,7 +103,7 @@ func (s *Service) claimKey(ctx context.Context, userID, key, hash string) (*keyH
 		var response sql.NullString
 		var lockedUntil sqldb.NullTime
 		var created sqldb.Time
-		err = tx.QueryRowContext(ctx, `
+		err := tx.QueryRowContext(ctx, `
 			SELECT request_hash, response, locked_until, created_at FROM idempotency_keys
 			WHERE user_id = $1 AND key = $2`+lock, userID, key).Scan(&storedHash, &response, &lockedUntil, &created)
 		if err != nil {
@@ -144,6 +135,23 @@ func (s *Service) claimKey(ctx context.Context, userID, key, hash string) (*keyH
 		return nil, prior, err
 	}
 	return hold, nil, nil
+}
+
+// insertKey writes a key not seen before, held by h for the request whose
+// body has hash, and reports false, writing nothing, when the key exists.
+func insertKey(ctx context.Context, tx *sql.Tx, h keyHold, hash string) (bool, error) {
+	res, err := tx.ExecContext(ctx, `
+		INSERT INTO idempotency_keys (user_id, key, request_hash, locked_until, created_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING`,
+		h.userID, h.key, hash, sqldb.NewTime(h.until), sqldb.NewTime(h.created))
+	if err != nil {
+		return false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return n == 1, nil
 }
 
 // relock gives the key to h; reset also restarts its 24 h with h's body.

@@ -167,7 +167,7 @@ func (s *Service) commitOrder(ctx context.Context, userID string, n NewOrder, ho
 		Status:    statusCreated,
 		CreatedAt: now,
 	}
-	msg, err := s.eventFor(ctx, o)
+	msg, err := s.eventFor(ctx, uuid.Must(uuid.NewV7()).String(), o)
 	if err != nil {
 		return Order{}, err
 	}
@@ -196,10 +196,9 @@ func derefOrder(o *Order) Order {
 	return *o
 }
 
-// eventFor builds the outbox message for a new order, carrying the trace
-// context of the request so publishing continues its trace.
-func (s *Service) eventFor(ctx context.Context, o Order) (outbox.Message, error) {
-	id := uuid.Must(uuid.NewV7()).String()
+// eventFor builds the outbox message of event id for a new order, carrying
+// the trace context of the request so publishing continues its trace.
+func (s *Service) eventFor(ctx context.Context, id string, o Order) (outbox.Message, error) {
 	payload, err := json.Marshal(events.NewOrderCreated(id, events.OrderCreatedData{
 		OrderID: o.ID, UserID: o.UserID, SKU: o.SKU, Qty: o.Qty, CreatedAt: o.CreatedAt,
 	}))

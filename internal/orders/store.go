@@ -48,9 +48,11 @@ func orderByID(ctx context.Context, db *sqldb.DB, userID, id string) (Order, err
 }
 
 // listOrders fetches req.Limit+1 rows so the page knows whether more follow.
+// It is planned for the user at each run (QueryCustomPlan): one user may
+// have many thousands of orders, far more than the average.
 func listOrders(ctx context.Context, db *sqldb.DB, userID string, req pagination.Request) ([]Order, error) {
 	query, args := req.SQL(`SELECT `+orderColumns+` FROM orders WHERE user_id = $1`, []any{userID})
-	rows, err := db.QueryContext(ctx, query, args...)
+	rows, err := db.QueryCustomPlan(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}

@@ -18,11 +18,12 @@ type store struct {
 
 var errNotFound = apperr.New(apperr.NotFound, "user_not_found", "no such user")
 
-// create inserts u. Errors: Conflict "email_taken" when the lower-cased
-// email is already registered. ON CONFLICT makes that a row count instead of
-// a driver-specific error code.
-func (s *store) create(ctx context.Context, u User, passwordHash string) error {
-	res, err := s.db.ExecContext(ctx, `
+// insertUser inserts u with ex: the store's database, or a transaction of
+// Seed's. Errors: Conflict "email_taken" when the lower-cased email is
+// already registered. ON CONFLICT makes that a row count instead of a
+// driver-specific error code.
+func insertUser(ctx context.Context, ex sqldb.Execer, u User, passwordHash string) error {
+	res, err := ex.ExecContext(ctx, `
 		INSERT INTO users (id, email, email_lower, name, password_hash, plan, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (email_lower) DO NOTHING`,

@@ -144,7 +144,7 @@ func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
 		Plan:      defaultPlan,
 		CreatedAt: sqldb.NewTime(s.now()).Time,
 	}
-	if err := s.store.create(ctx, u, hash); err != nil {
+	if err := insertUser(ctx, s.store.db, u, hash); err != nil {
 		return User{}, err
 	}
 	return u, nil

@@ -180,13 +180,14 @@ func release(ctx context.Context, db *sqldb.DB, owner string, ids []string) erro
 }
 
 // markSent records that JetStream acknowledged the messages and which relay
-// published them. A row already marked by another relay keeps its mark.
-func markSent(ctx context.Context, db *sqldb.DB, owner string, ids []string, now time.Time) error {
+// published them, with ex: the database, or a transaction of Seed's. A row
+// already marked by another relay keeps its mark.
+func markSent(ctx context.Context, ex sqldb.Execer, owner string, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	in, inArgs := placeholders(ids, 3)
-	_, err := db.ExecContext(ctx,
+	_, err := ex.ExecContext(ctx,
 		`UPDATE outbox SET sent_at = $1, sent_by = $2, claimed_by = NULL, claimed_until = NULL
 		WHERE sent_at IS NULL AND id IN (`+in+`)`,
 		append([]any{sqldb.NewTime(now), owner}, inArgs...)...)

@@ -61,6 +61,9 @@ func openPostgres(ctx context.Context, rawURL string, o options) (*DB, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
+	if o.hook != nil {
+		cfg.Tracer = statementTracer(o.hook)
+	}
 	attrs := []attribute.KeyValue{
 		semconv.DBSystemNamePostgreSQL,
 		semconv.ServerAddress(cfg.Host), semconv.ServerPort(int(cfg.Port)), semconv.DBNamespace(cfg.Database),

@@ -16,23 +16,27 @@ const maxCachedStatements = 256
 // statements. SQLite spends about as long preparing a primary-key SELECT as
 // running it, and its driver prepares every statement run on a connection
 // anew. (PostgreSQL needs none of this: pgx caches the statements of each
-// connection itself.)
-func sqliteConnector(dsn string) (driver.Connector, error) {
+// connection itself.) hook, when not nil, is given every statement run
+// (WithStatementHook).
+func sqliteConnector(dsn string, hook func(query string, args []any)) (driver.Connector, error) {
 	base, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return cachingConnector{base}, nil
+	return cachingConnector{base, hook}, nil
 }
 
-type cachingConnector struct{ driver.Connector }
+type cachingConnector struct {
+	driver.Connector
+	hook func(query string, args []any)
+}
 
 func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return newCachingConn(conn), nil
+	return newCachingConn(conn, c.hook), nil
 }
 
 // sqliteConn is what every connection of the SQLite driver implements, and
@@ -55,6 +59,7 @@ type sqliteConn interface {
 type cachingConn struct {
 	sqliteConn
 	stmts map[string]*cachedStmt
+	hook  func(query string, args []any) // nil: none
 }
 
 type cachedStmt struct {
@@ -69,12 +74,12 @@ type preparedStmt interface {
 	driver.StmtQueryContext
 }
 
-func newCachingConn(conn driver.Conn) driver.Conn {
+func newCachingConn(conn driver.Conn, hook func(query string, args []any)) driver.Conn {
 	c, ok := conn.(sqliteConn)
 	if !ok {
 		return conn // not the driver this was written for: no cache
 	}
-	return &cachingConn{sqliteConn: c, stmts: map[string]*cachedStmt{}}
+	return &cachingConn{sqliteConn: c, stmts: map[string]*cachedStmt{}, hook: hook}
 }
 
 // Unwrap lets the SQLite driver's own functions (sqlite.Limit) reach the
@@ -83,6 +88,7 @@ func (c *cachingConn) Unwrap() driver.Conn { return c.sqliteConn }
 
 // ExecContext implements driver.ExecerContext.
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.observe(query, args)
 	s, err := c.statement(ctx, query)
 	if err != nil || s == nil {
 		if err != nil {
@@ -95,6 +101,7 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 
 // QueryContext implements driver.QueryerContext.
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.observe(query, args)
 	s, err := c.statement(ctx, query)
 	if err != nil || s == nil {
 		if err != nil {
@@ -108,6 +115,18 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	}
 	s.busy = true
 	return &releasingRows{Rows: rows, s: s}, nil
+}
+
+// observe gives a statement about to run to the hook, if there is one.
+func (c *cachingConn) observe(query string, args []driver.NamedValue) {
+	if c.hook == nil {
+		return
+	}
+	values := make([]any, len(args))
+	for i, a := range args {
+		values[i] = a.Value
+	}
+	c.hook(query, values)
 }
 
 // statement is the cached statement of query, prepared the first time;

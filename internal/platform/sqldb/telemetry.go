@@ -20,6 +20,7 @@ type Option func(*options)
 type options struct {
 	tracer trace.TracerProvider
 	meter  metric.MeterProvider
+	hook   func(query string, args []any) // nil: none (hook.go)
 }
 
 // WithTelemetry instruments the database (github.com/XSAM/otelsql): a client
