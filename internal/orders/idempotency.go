@@ -179,12 +179,11 @@ func releaseKey(ctx context.Context, db *sqldb.DB, h keyHold) {
 		h.userID, h.key, sqldb.NewTime(h.created), sqldb.NewTime(h.until))
 }
 
-// PurgeExpiredKeys deletes keys past their 24 hours and returns how many.
+// PurgeExpiredKeys deletes keys past their 24 hours, oldest first and a
+// batch at a time (sqldb.Purge), and returns how many.
 func (s *Service) PurgeExpiredKeys(ctx context.Context) (int64, error) {
-	res, err := s.db.ExecContext(ctx,
-		`DELETE FROM idempotency_keys WHERE created_at < $1`, sqldb.NewTime(s.now().Add(-keyTTL)))
-	if err != nil {
-		return 0, fmt.Errorf("purge idempotency keys: %w", err)
-	}
-	return res.RowsAffected()
+	return s.db.Purge(ctx, "idempotency_keys", `
+		DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+			SELECT user_id, key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)`,
+		sqldb.NewTime(s.now().Add(-keyTTL)))
 }

@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -719,6 +720,37 @@ func TestPurgeExpiredKeys(t *testing.T) {
 		}
 		if got := ts.orderRows(t); got != 3 {
 			t.Errorf("order rows after PurgeExpiredKeys = %d, want 3 (orders are not purged)", got)
+		}
+	})
+}
+
+// TestPurgeExpiredKeysInBatches expires more keys than one purge statement
+// deletes: one call deletes them all, and none of a later day.
+func TestPurgeExpiredKeysInBatches(t *testing.T) {
+	t.Parallel()
+	sqldbtest.Each(t, func(t *testing.T, b sqldbtest.Backend) {
+		ts := newTestService(t, b)
+		const expired = 2*sqldb.PurgeBatch + 300
+		err := ts.db.InTx(t.Context(), func(ctx context.Context, tx *sql.Tx) error {
+			for i := range expired {
+				h := keyHold{userID: fmt.Sprintf("user-%d", i%7), key: fmt.Sprintf("key-%d", i), created: start, until: start}
+				if _, err := insertKey(ctx, tx, h, "hash"); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.clock.Advance(keyTTL + time.Hour)
+		ts.mustCreate(t, "user-1", "today", NewOrder{SKU: "A", Qty: 1})
+
+		if n, err := ts.PurgeExpiredKeys(t.Context()); err != nil || n != expired {
+			t.Errorf("PurgeExpiredKeys() = %d, %v, want %d, nil", n, err, expired)
+		}
+		if got := ts.keyRows(t); got != 1 {
+			t.Errorf("keys left = %d, want today's 1", got)
 		}
 	})
 }

@@ -17,21 +17,9 @@ import (
 // which relay" while someone may still ask — an operator after an incident,
 // a test counting re-sends — and then only costs space: kept for ever, the
 // outbox outgrows the orders it describes. The pruner deletes rows sent
-// longer ago than the retention window, a batch per statement so that no
-// delete holds SQLite's single writer (or PostgreSQL's locks) for long and
-// the orders committing meanwhile wait for one small batch at most. Rows not
-// yet sent are never deleted.
-//
-// Deleting frees no space by itself on PostgreSQL: a deleted or updated row
-// stays in the table until VACUUM marks its space reusable, and every outbox
-// row is inserted, updated twice and deleted. Autovacuum does that when it
-// is on and keeps up; a server with it off (or behind) would let the table
-// grow for ever. So a round that deleted rows vacuums the table itself,
-// which makes the outbox's size one retention window whatever the server's
-// settings. SQLite reuses a deleted row's pages for the next inserts.
-
-// pruneBatch is the most rows one DELETE removes.
-const pruneBatch = 1000
+// longer ago than the retention window, in small batches and vacuuming
+// after them on PostgreSQL (sqldb.Purge), since every outbox row is
+// inserted, updated twice and deleted. Rows not yet sent are never deleted.
 
 // pruneEvery is how often the pruner runs: often enough that each round
 // deletes a minute of events, not an hour's backlog at once.
@@ -111,35 +99,16 @@ func (p *Pruner) Run(ctx context.Context) error {
 // returns how many. Then it counts the rows left, for the gauge.
 func (p *Pruner) Prune(ctx context.Context) (int64, error) {
 	cutoff := p.now().Add(-p.cfg.Retention)
-	var total int64
-	for {
-		// A row sent before the cutoff was written before it too, so its id,
-		// a UUIDv7, sorts below the cutoff's: the scan reads the primary key
-		// from its start up to there, not the rows kept after them.
-		res, err := p.cfg.DB.ExecContext(ctx, `
-			DELETE FROM outbox WHERE id IN (
-				SELECT id FROM outbox WHERE id < $1 AND sent_at < $2 ORDER BY id LIMIT $3)`,
-			idsBefore(cutoff), sqldb.NewTime(cutoff), pruneBatch)
-		if err != nil {
-			return total, fmt.Errorf("prune outbox: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("prune outbox: %w", err)
-		}
-		total += n
-		p.pruned.Add(ctx, n)
-		if n < pruneBatch {
-			break
-		}
-	}
-	if total > 0 && p.cfg.DB.Dialect == sqldb.Postgres {
-		// SKIP_LOCKED: another replica's pruner, or autovacuum, is already
-		// at it. Without ownership of the table PostgreSQL skips it with a
-		// warning, and autovacuum is left to do the work.
-		if _, err := p.cfg.DB.ExecContext(ctx, `VACUUM (SKIP_LOCKED) outbox`); err != nil {
-			return total, fmt.Errorf("vacuum outbox: %w", err)
-		}
+	// A row sent before the cutoff was written before it too, so its id, a
+	// UUIDv7, sorts below the cutoff's: the scan reads the primary key from
+	// its start up to there, not the rows kept after them.
+	total, err := p.cfg.DB.Purge(ctx, "outbox", `
+		DELETE FROM outbox WHERE id IN (
+			SELECT id FROM outbox WHERE id < $1 AND sent_at < $2 ORDER BY id LIMIT $3)`,
+		idsBefore(cutoff), sqldb.NewTime(cutoff))
+	p.pruned.Add(ctx, total)
+	if err != nil {
+		return total, err
 	}
 	var rows int64
 	if err := p.cfg.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&rows); err != nil {

@@ -96,8 +96,12 @@ func testPrunedOutboxStopsGrowing(t *testing.T, db *sqldb.DB) {
 		}
 		sizes = append(sizes, tableBytes(t, db))
 	}
-	// The first rounds size the table for one batch; the rest reuse it.
-	if last, settled := sizes[rounds-1], sizes[2]; last > settled+settled/4 {
+	// The first rounds size the table for one batch; the rest reuse it. Not
+	// kept, the space would grow by a batch a round (4× by the last round).
+	// A transaction still running elsewhere on the server when a batch was
+	// deleted keeps that batch from being vacuumed until the next round,
+	// hence the slack.
+	if last, settled := sizes[rounds-1], sizes[2]; last > 2*settled {
 		t.Errorf("outbox size by round = %v bytes: still growing after %d rounds of %d rows each inserted, sent and pruned",
 			sizes, rounds, perRound)
 	}
