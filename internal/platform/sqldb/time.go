@@ -4,6 +4,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // timeLayout stores instants as fixed-width UTC text with microseconds, the
@@ -22,6 +24,14 @@ func NewTime(t time.Time) Time { return Time{t.UTC().Truncate(time.Microsecond)}
 // Value implements driver.Valuer.
 func (t Time) Value() (driver.Value, error) {
 	return t.UTC().Format(timeLayout), nil
+}
+
+// TimestamptzValue implements pgtype.TimestamptzValuer. pgx asks for it
+// before Value: the instant goes to PostgreSQL as 8 bytes, instead of
+// Value's text, which pgx first fails to encode in binary and then sends
+// for the server to parse.
+func (t Time) TimestamptzValue() (pgtype.Timestamptz, error) {
+	return pgtype.Timestamptz{Time: t.Time, Valid: true}, nil
 }
 
 // Scan implements sql.Scanner for TEXT (SQLite) and timestamptz (PostgreSQL).
@@ -61,6 +71,11 @@ func (n *NullTime) Scan(src any) error {
 	}
 	n.Valid = true
 	return n.Time.Scan(src)
+}
+
+// TimestamptzValue implements pgtype.TimestamptzValuer, as Time's does.
+func (n NullTime) TimestamptzValue() (pgtype.Timestamptz, error) {
+	return pgtype.Timestamptz{Time: n.Time.Time, Valid: n.Valid}, nil
 }
 
 // Value implements driver.Valuer.
