@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to create the databases
 )
 
@@ -222,7 +223,9 @@ func (c *Cluster) createDatabases(ctx context.Context) error {
 			return fmt.Errorf("postgres: %w", err)
 		}
 		if !exists {
-			if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+			// Quoted: the name is the user's prefix, and unquoted PostgreSQL
+			// would fold it to lower case and then not find it by this name.
+			if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 				return fmt.Errorf("create database %s: %w", name, err)
 			}
 		}
@@ -242,7 +245,8 @@ func (c *Cluster) DropDatabases(ctx context.Context) error {
 	defer admin.Close()
 	var errs []error
 	for _, s := range []string{"users", "orders", "notifications"} {
-		_, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+c.cfg.DatabasePrefix+"_"+s+" WITH (FORCE)")
+		name := pgx.Identifier{c.cfg.DatabasePrefix + "_" + s}.Sanitize()
+		_, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
