@@ -76,9 +76,16 @@ func (c *Client) SignUp(t testing.TB, i int) string {
 	if status, body := c.Post(gw+"/auth/register", "", "", reg); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	status, body := c.Post(gw+"/auth/login", "", "", fmt.Sprintf(`{"email":%q,"password":"load-password"}`, email))
+	return c.LogIn(t, gw, email, "load-password")
+}
+
+// LogIn logs the user with email in through gateway gw and returns its
+// access token.
+func (c *Client) LogIn(t testing.TB, gw, email, password string) string {
+	t.Helper()
+	status, body := c.Post(gw+"/auth/login", "", "", fmt.Sprintf(`{"email":%q,"password":%q}`, email, password))
 	if status != http.StatusOK {
-		t.Fatalf("login: %d %s", status, body)
+		t.Fatalf("login %s: %d %s", email, status, body)
 	}
 	var tok struct {
 		AccessToken string `json:"accessToken"`

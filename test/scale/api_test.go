@@ -49,7 +49,7 @@ func throughAPI(t *testing.T, bin string, urls map[string]string, s seeded, f *f
 
 	client := harness.NewClient(1, harness.Gateways(c)...)
 	gw := client.Gateways[0]
-	token := logIn(t, client, gw, s.heavyEmail)
+	token := client.LogIn(t, gw, s.heavyEmail, password)
 	cursor := pagination.Cursor{CreatedAt: s.middle.CreatedAt, ID: s.middle.ID}.Encode()
 	deep := "/orders?cursor=" + url.QueryEscape(cursor)
 	if items := pageLen(t, client, gw+deep, token); items != pagination.DefaultLimit {
@@ -114,21 +114,6 @@ func startup(t *testing.T, log string) time.Duration {
 	}
 	t.Fatalf("no ready line in %s", log)
 	return 0
-}
-
-// logIn logs the seeded user with email in and returns the access token.
-func logIn(t *testing.T, c *harness.Client, gw, email string) string {
-	status, body := c.Post(gw+"/auth/login", "", "", fmt.Sprintf(`{"email":%q,"password":%q}`, email, password))
-	if status != http.StatusOK {
-		t.Fatalf("login %s: %d %s", email, status, body)
-	}
-	var tok struct {
-		AccessToken string `json:"accessToken"`
-	}
-	if err := json.Unmarshal(body, &tok); err != nil {
-		t.Fatal(err)
-	}
-	return tok.AccessToken
 }
 
 // pageLen is how many items the page at url holds.
