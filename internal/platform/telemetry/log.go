@@ -69,19 +69,29 @@ func ReportErrorsTo(logger *slog.Logger) {
 
 // Logger returns the service's logger: base, and when logs are exported
 // over OTLP (the otelslog bridge), also the OTLP pipeline, which receives
-// every record base writes, at base's level. OTLP records carry the trace
-// and span ids in fields of their own and the service in their resource, so
-// only the request id is added to them as an attribute.
+// every record base writes, at base's level; with a console, also the
+// console's, which receives what sampledOrWarning lets through. OTLP
+// records carry the trace and span ids in fields of their own and the
+// service in their resource, so only the request id is added to them as an
+// attribute.
 func (p *Providers) Logger(base *slog.Logger) *slog.Logger {
-	if p.logs == nil {
+	handlers := []slog.Handler{base.Handler()}
+	if p.logs != nil {
+		bridge := otelslog.NewHandler(scope, otelslog.WithLoggerProvider(p.logs))
+		handlers = append(handlers, levelFrom{Handler: contextHandler{Handler: bridge, spanInRecord: true}, of: base.Handler()})
+	}
+	if p.consoleLogs != nil {
+		bridge := otelslog.NewHandler(scope, otelslog.WithLoggerProvider(p.consoleLogs))
+		handlers = append(handlers, sampledOrWarning{contextHandler{Handler: bridge, spanInRecord: true}})
+	}
+	if len(handlers) == 1 {
 		return base
 	}
-	bridge := otelslog.NewHandler("github.com/ds-blueprint/blueprint", otelslog.WithLoggerProvider(p.logs))
-	return slog.New(slog.NewMultiHandler(
-		base.Handler(),
-		levelFrom{Handler: contextHandler{Handler: bridge, spanInRecord: true}, of: base.Handler()},
-	))
+	return slog.New(slog.NewMultiHandler(handlers...))
 }
+
+// scope is the instrumentation scope of the log records sent over OTLP.
+const scope = "github.com/ds-blueprint/blueprint"
 
 // contextHandler adds correlation ids from the context to each record: the
 // request id of the request it serves, and the trace and span ids unless

@@ -62,8 +62,11 @@ type Providers struct {
 	Registry *prometheus.Registry
 
 	// logs exports log records over OTLP; nil when logs are not exported.
-	logs     *sdklog.LoggerProvider
-	shutdown []func(context.Context) error
+	logs *sdklog.LoggerProvider
+	// consoleLogs sends the console the log records it shows; nil without
+	// a console.
+	consoleLogs *sdklog.LoggerProvider
+	shutdown    []func(context.Context) error
 	// abort cancels exports still running when Shutdown gives up.
 	abort context.CancelFunc
 }
@@ -113,7 +116,11 @@ func (e abortableLogs) Export(ctx context.Context, records []sdklog.Record) erro
 
 // New builds the providers of the named service. getenv reads the standard
 // OTEL_* variables.
-func New(ctx context.Context, service, version string, getenv func(string) string) (*Providers, error) {
+func New(ctx context.Context, service, version string, getenv func(string) string, opts ...Option) (*Providers, error) {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
 	res, err := resource.Merge(
 		resource.Default(),
 		resource.NewWithAttributes(semconv.SchemaURL,
@@ -161,6 +168,9 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 	if err != nil {
 		return nil, err
 	}
+	if set.console != nil && traces == nil && getenv("OTEL_TRACES_SAMPLER") == "" {
+		sampler = consoleSampler(set.console.TracesPerSecond)
+	}
 
 	abortCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	p := &Providers{
@@ -182,6 +192,12 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 		}
 		traceOpts = append(traceOpts, sdktrace.WithBatcher(abortableSpans{SpanExporter: exporter, abort: abortCtx}))
 	}
+	var meterOpts []sdkmetric.Option
+	if set.console != nil {
+		if err := p.addConsole(ctx, *set.console, res, abortCtx, &traceOpts, &meterOpts); err != nil {
+			return fail(fmt.Errorf("console exporters: %w", err))
+		}
+	}
 	tp := sdktrace.NewTracerProvider(traceOpts...)
 	p.Tracer = tp
 	p.shutdown = append(p.shutdown, tp.Shutdown)
@@ -196,7 +212,7 @@ func New(ctx context.Context, service, version string, getenv func(string) strin
 	if err != nil {
 		return fail(fmt.Errorf("prometheus exporter: %w", err))
 	}
-	meterOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(reader)}
+	meterOpts = append(meterOpts, sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
 	if metrics != nil {
 		exporter, err := metrics.metricExporter(ctx)
 		if err != nil {

@@ -592,3 +592,33 @@ func TestSampler(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleSamplerBoundsNewTraces: with a console and no trace exporter,
+// a service starts at most TracesPerSecond traces a second however many
+// requests come, and every span of a sampled trace is sampled with it.
+func TestConsoleSamplerBoundsNewTraces(t *testing.T) {
+	p, err := telemetry.New(context.Background(), "gateway", "test", func(string) string { return "" },
+		telemetry.WithConsole(telemetry.Console{Endpoint: "http://127.0.0.1:1", TracesPerSecond: 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background()) // nothing listens there: bounded, and the spans are dropped
+	tracer := p.Tracer.Tracer("test")
+	sampled := 0
+	for range 200 { // far faster than 5 a second
+		ctx, root := tracer.Start(context.Background(), "request")
+		_, child := tracer.Start(ctx, "call")
+		if root.SpanContext().IsSampled() {
+			sampled++
+		}
+		if child.SpanContext().IsSampled() != root.SpanContext().IsSampled() {
+			t.Fatal("a child span's sampling differs from its trace's")
+		}
+		child.End()
+		root.End()
+	}
+	// The bucket holds one second's worth; the loop may refill one more.
+	if sampled < 5 || sampled > 6 {
+		t.Errorf("%d of 200 traces sampled at once, want 5 (6 if the bucket refilled)", sampled)
+	}
+}
