@@ -41,6 +41,10 @@ func TestBadConfigurationFailsWithOneLine(t *testing.T) {
 		{"zero duration", map[string]string{"OUTBOX_POLL_INTERVAL": "0s"}, nil, "OUTBOX_POLL_INTERVAL"},
 		{"bad address", map[string]string{"USERS_ADDR": "3002"}, nil, "USERS_ADDR"},
 		{"bad ops address", map[string]string{"GATEWAY_OPS_ADDR": "localhost"}, nil, "GATEWAY_OPS_ADDR"},
+		{"bad console address", map[string]string{"CONSOLE_ADDR": "9400"}, nil, "CONSOLE_ADDR"},
+		{"console target without an address", map[string]string{"BLUEPRINT_TARGET": "console", "CONSOLE_ADDR": ""}, nil, "CONSOLE_ADDR"},
+		{"no traces kept", map[string]string{"CONSOLE_TRACES": "0"}, nil, "CONSOLE_TRACES"},
+		{"no traces sampled", map[string]string{"CONSOLE_TRACES_PER_SECOND": "0"}, nil, "CONSOLE_TRACES_PER_SECOND"},
 		{"bad upstream URL", map[string]string{"ORDERS_URL": "ftp://orders:3003"}, nil, "ORDERS_URL"},
 		{"bad NATS URL", map[string]string{"NATS_URL": "http://nats:4222"}, nil, "NATS_URL"},
 		{"bad database URL", map[string]string{"USERS_DATABASE_URL": "mysql://db/users"}, nil, "USERS_DATABASE_URL"},
@@ -180,6 +184,7 @@ func TestPortInUse(t *testing.T) {
 	for _, s := range services {
 		args = append(args, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
 	}
+	args = append(args, "--console-addr", "127.0.0.1:0")
 	args = append(args, "--gateway-addr", ln.Addr().String())
 	_, err = run(t, nil, args...)
 	if err == nil || !strings.Contains(err.Error(), "gateway") || !strings.Contains(err.Error(), "address already in use") {

@@ -48,6 +48,7 @@ func startApp(t *testing.T, args ...string) map[string]string {
 	for _, s := range services {
 		base = append(base, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
 	}
+	base = append(base, "--console-addr", "127.0.0.1:0")
 	logs := &readyWriter{ready: make(chan map[string]any, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ds-blueprint/blueprint/internal/console"
 	"github.com/ds-blueprint/blueprint/internal/gateway"
 	"github.com/ds-blueprint/blueprint/internal/notifications"
 	"github.com/ds-blueprint/blueprint/internal/orders"
@@ -96,8 +97,16 @@ type Config struct {
 	// PProf serves Go profiles on every ops listener.
 	PProf bool
 
-	// targets is derived by Validate: the services to run, in start order.
+	// The console (docs/console.md): where it listens, how many traces it
+	// keeps, and how many new traces a second each service sends it.
+	ConsoleAddr            string
+	ConsoleTraces          int
+	ConsoleTracesPerSecond float64
+
+	// targets is derived by Validate: the services to run, in start order;
+	// console, whether this process runs the console.
 	targets []string
+	console bool
 }
 
 // defaultPorts are the well-known ports of the services (README.md).
@@ -109,7 +118,7 @@ var defaultPorts = map[string][2]int{
 // settings `run` and `migrate` share.
 func (c *Config) registerStorageFlags(f *flags) {
 	f.String(&c.Target, "target", "BLUEPRINT_TARGET", "all",
-		"services to run: all, or a comma list of gateway, users, orders, notifications")
+		"what to run: all (every service and the console), or a comma list of gateway, users, orders, notifications, console")
 	f.String(&c.DataDir, "data-dir", "BLUEPRINT_DATA_DIR", "./.blueprint",
 		"directory for the embedded databases and NATS store")
 	c.Services = map[string]*serviceConfig{}
@@ -216,6 +225,12 @@ func (c *Config) registerFlags(f *flags) {
 
 	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
 		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
+	f.String(&c.ConsoleAddr, "console-addr", "CONSOLE_ADDR", "127.0.0.1:9400",
+		"listen address of the console: its web pages and its OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs); empty: no console with --target=all")
+	f.Int(&c.ConsoleTraces, "console-traces", "CONSOLE_TRACES", console.DefaultLimits.Traces,
+		"traces the console keeps in memory, with their log records; the oldest go first")
+	f.Float(&c.ConsoleTracesPerSecond, "console-traces-per-second", "CONSOLE_TRACES_PER_SECOND", 20,
+		"new traces each service in this process starts a second for the console, when no trace exporter or sampler is set; requests past it get trace ids, not spans")
 	f.Bool(&c.PProf, "pprof", "PPROF_ENABLED", false,
 		"serve Go profiles at /debug/pprof/ on every ops listener; off by default: they show the command line, flags and all, and let whoever reaches the port slow the process down")
 }
@@ -242,6 +257,17 @@ func (c *Config) Validate() error {
 	}
 	if _, err := telemetry.ParseLogFormat(c.LogFormat); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_FORMAT: %w", err))
+	}
+	if c.console {
+		if _, _, err := net.SplitHostPort(c.ConsoleAddr); err != nil {
+			errs = append(errs, fmt.Errorf("CONSOLE_ADDR: %q is not host:port", c.ConsoleAddr))
+		}
+		if c.ConsoleTraces < 1 {
+			errs = append(errs, errors.New("CONSOLE_TRACES: must be at least 1"))
+		}
+		if c.ConsoleTracesPerSecond <= 0 {
+			errs = append(errs, errors.New("CONSOLE_TRACES_PER_SECOND: must be more than 0"))
+		}
 	}
 	if c.KeysDir == "" && len(targets) > 0 && len(targets) < len(services) {
 		errs = append(errs, errors.New("BLUEPRINT_KEYS_DIR: required unless --target=all, because services in different processes must share keys (make them with `blueprint keys generate`)"))
@@ -368,11 +394,14 @@ func (c *Config) validateWebhook() []error {
 // derives the target list.
 func (c *Config) validateStorage() []error {
 	var errs []error
-	targets, err := parseTargets(c.Target)
+	targets, withConsole, err := parseTargets(c.Target)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	c.targets = targets
+	c.targets, c.console = targets, withConsole
+	if c.ConsoleAddr == "" && !slices.Contains(splitList(c.Target), consoleTarget) {
+		c.console = false // all, with the console switched off
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("BLUEPRINT_DATA_DIR: must not be empty"))
 	}
@@ -399,26 +428,32 @@ func oneLine(errs []error) error {
 	return &UsageError{msg: msg}
 }
 
-// parseTargets turns "all" or a comma list into services in start order.
-func parseTargets(target string) ([]string, error) {
-	var out []string
+// parseTargets turns "all" or a comma list into services in start order,
+// and whether the console runs too: with all, unless CONSOLE_ADDR is
+// empty (Validate checks that); named, always.
+func parseTargets(target string) (targets []string, withConsole bool, err error) {
 	for _, t := range splitList(target) {
 		switch {
 		case t == "all":
-			return services, nil
+			return services, true, nil
+		case t == consoleTarget:
+			withConsole = true
 		case slices.Contains(services, t):
-			out = append(out, t)
+			targets = append(targets, t)
 		default:
-			return nil, fmt.Errorf("BLUEPRINT_TARGET: unknown target %q; use all, gateway, users, orders or notifications", t)
+			return nil, false, fmt.Errorf("BLUEPRINT_TARGET: unknown target %q; use all, console, gateway, users, orders or notifications", t)
 		}
 	}
-	if len(out) == 0 {
-		return nil, errors.New("BLUEPRINT_TARGET: empty; use all or a comma list of services")
+	if len(targets) == 0 && !withConsole {
+		return nil, false, errors.New("BLUEPRINT_TARGET: empty; use all or a comma list of services")
 	}
 	// Start order is the order of services, whatever order was given.
-	slices.SortFunc(out, func(a, b string) int { return slices.Index(services, a) - slices.Index(services, b) })
-	return slices.Compact(out), nil
+	slices.SortFunc(targets, func(a, b string) int { return slices.Index(services, a) - slices.Index(services, b) })
+	return slices.Compact(targets), withConsole, nil
 }
+
+// consoleTarget is the console's name in BLUEPRINT_TARGET.
+const consoleTarget = "console"
 
 func (c *Config) runs(service string) bool { return slices.Contains(c.targets, service) }
 

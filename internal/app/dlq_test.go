@@ -138,6 +138,7 @@ func startSystem(t *testing.T) string {
 	for _, s := range services {
 		args = append(args, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
 	}
+	args = append(args, "--console-addr", "127.0.0.1:0")
 	logs := &readyWatcher{ready: make(chan map[string]any, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

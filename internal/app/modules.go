@@ -82,6 +82,8 @@ type system struct {
 	listeners map[string]net.Listener
 	// stopping turns every module's readiness false at once on shutdown.
 	stopping atomic.Bool
+	// console is nil unless this process runs the console.
+	console *consoleServer
 }
 
 // upstreamURLs are the base URLs callers use for a service: the configured

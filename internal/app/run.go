@@ -177,10 +177,17 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return err
 	}
+	if err := s.listenConsole(); err != nil {
+		for _, m := range mods {
+			m.close()
+		}
+		return fmt.Errorf("console: %w", err)
+	}
 	if err := s.startNATS(); err != nil {
 		for _, m := range mods {
 			m.close()
 		}
+		s.closeConsole()
 		return err
 	}
 	defer func() {
@@ -189,7 +196,7 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 		}
 	}()
 	for _, m := range mods {
-		if m.tel, err = telemetry.New(ctx, m.name, s.version, s.getenv); err == nil {
+		if m.tel, err = telemetry.New(ctx, m.name, s.version, s.getenv, s.telemetryOptions()...); err == nil {
 			// From here on the module's lines also go over OTLP when logs
 			// are exported.
 			m.logger = m.tel.Logger(m.logger)
@@ -201,6 +208,7 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 			for _, m := range mods {
 				m.close()
 			}
+			s.closeConsole()
 			return fmt.Errorf("start %s: %w", m.name, err)
 		}
 	}
@@ -214,7 +222,20 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 		cancel context.CancelFunc
 		done   chan error
 	}
-	exited := make(chan struct{}, len(mods))
+	exited := make(chan struct{}, len(mods)+1)
+	// The console stops last: the services flush their telemetry into it
+	// as they stop.
+	consoleCtx, stopConsole := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConsole()
+	consoleDone := make(chan error, 1)
+	if s.console != nil {
+		go func() { // ends after stopConsole
+			consoleDone <- s.serveConsole(consoleCtx, mods)
+			exited <- struct{}{}
+		}()
+	} else {
+		consoleDone <- nil
+	}
 	runs := make([]running, len(mods))
 	for i, m := range mods {
 		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -239,6 +260,10 @@ func (s *system) run(ctx context.Context, start time.Time) error {
 		if err := <-runs[i].done; err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", mods[i].name, err))
 		}
+	}
+	stopConsole()
+	if err := <-consoleDone; err != nil {
+		errs = append(errs, fmt.Errorf("console: %w", err))
 	}
 	if len(errs) == 0 {
 		s.logger.Info("stopped", "after", time.Since(start).Round(time.Millisecond).String())
@@ -271,6 +296,9 @@ func (s *system) logReady(ctx context.Context, mods []*module, start time.Time) 
 		if err := notReady[m.name]; err != nil {
 			attrs = append(attrs, m.name+"_not_ready", err.Error())
 		}
+	}
+	if s.console != nil {
+		attrs = append(attrs, "console", "http://"+dialable(s.console.ln.Addr()))
 	}
 	if s.nats != nil && s.nats.ClientURL() != "" {
 		attrs = append(attrs, "nats", s.nats.ClientURL())

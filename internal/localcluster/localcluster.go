@@ -90,6 +90,8 @@ type Cluster struct {
 	// that read the streams (the nodes admit only the users of the keys);
 	// empty in AllInOne mode, whose embedded server needs none.
 	NATSNKey string
+	// ConsoleURL is the console's, in AllInOne mode.
+	ConsoleURL string
 	// OpsURLs are the ops listeners by service, in AllInOne mode.
 	OpsURLs map[string]string
 }
@@ -197,6 +199,8 @@ func (c *Cluster) startAllInOne(ctx context.Context, keys string) error {
 		addrs[s], ops[s] = FreeAddr(), FreeAddr()
 		env = append(env, up+"_ADDR="+addrs[s], up+"_OPS_ADDR="+ops[s])
 	}
+	c.ConsoleURL = "http://" + FreeAddr()
+	env = append(env, "CONSOLE_ADDR="+strings.TrimPrefix(c.ConsoleURL, "http://"))
 	env = append(env, c.cfg.Env...)
 	// The process answers at the gateway; it is ready once the ready line
 	// is out, which waits for every service's readiness.

@@ -21,6 +21,7 @@ func startBinary(t *testing.T, bin, dataDir string, args ...string) (*process, m
 	for _, s := range serviceNames {
 		all = append(all, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
 	}
+	all = append(all, "--console-addr", "127.0.0.1:0")
 	p.cmd = exec.Command(bin, append(all, args...)...)
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	p.cmd.Stdout = p.logs

@@ -106,6 +106,7 @@ func startInProcess(t *testing.T, dataDir string, env map[string]string, args ..
 	for _, s := range serviceNames {
 		base = append(base, "--"+s+"-addr", "127.0.0.1:0", "--"+s+"-ops-addr", "127.0.0.1:0")
 	}
+	base = append(base, "--console-addr", "127.0.0.1:0")
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &inProcess{logs: newLogSink(), cancel: cancel, done: make(chan error, 1)}
