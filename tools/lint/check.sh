@@ -33,7 +33,7 @@ if [ ! -f "$db/index/db.json" ]; then
 fi
 
 # Every module but this one; the suites' build tags where they have any.
-modules=(".:security,resilience,fault,perf,scale" "test/deploy:" "test/fault:fault")
+modules=(".:security,resilience,fault,perf,scale" "test/deploy:" "test/fault:fault" "test/browser:")
 for entry in "${modules[@]}"; do
   dir=${entry%%:*} tags=${entry#*:}
   echo "staticcheck ${dir} ${tags:+(tags $tags)}"
