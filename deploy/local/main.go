@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&cfg.Users, "users", 2, "users replicas")
 	fs.IntVar(&cfg.Orders, "orders", 3, "orders replicas")
 	fs.IntVar(&cfg.Notifications, "notifications", 2, "notifications replicas")
+	fs.StringVar(&cfg.Console, "console", "127.0.0.1:9400", "listen address of the console every process exports its telemetry to; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +82,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(stdout, "\nBlueprint is running:")
 	for _, p := range c.Processes {
 		fmt.Fprintf(stdout, "  %-16s %-28s %s\n", p.Name, p.URL, p.OpsURL)
+	}
+	if c.ConsoleURL != "" {
+		fmt.Fprintf(stdout, "\nConsole: %s (traces, breakers per replica, events, dead letters)", c.ConsoleURL)
 	}
 	fmt.Fprintf(stdout, "\nDatabases: %s, %s, %s\nLogs: %s/*.log\n", c.Databases["users"], c.Databases["orders"], c.Databases["notifications"], abs)
 	fmt.Fprintf(stdout, "Try: %s demo --gateway %s\nCtrl-C stops everything.\n", cfg.Binary, c.Named("gateway-")[0].URL)

@@ -216,6 +216,13 @@ func (s *Store) Architecture(now time.Time) Graph {
 		e := edge(p.Service, up, "HTTP")
 		e.Open = e.Open || b.State == "open"
 	}
+	for _, n := range nodes {
+		for i := range n.Replicas {
+			slices.SortFunc(n.Replicas[i].Breakers, func(a, b Breaker) int {
+				return cmp.Or(cmp.Compare(a.Upstream, b.Upstream), cmp.Compare(a.Replica, b.Replica))
+			})
+		}
+	}
 	s.edgesFromTraces(edge)
 	if broker, ok := nodes[brokerNode]; ok {
 		for _, p := range s.Points("blueprint.consumer.pending", since) {

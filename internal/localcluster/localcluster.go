@@ -53,6 +53,11 @@ type Config struct {
 	// "blueprint", with every service, its embedded NATS (reachable over TCP
 	// at NATSURL) and SQLite files in its data dir. The counts are ignored.
 	AllInOne bool
+	// Console, when set, is the listen address of a console process
+	// (`run --target=console`) started before the services, each of them
+	// exporting its telemetry to it over OTLP. AllInOne runs its own
+	// console instead, on a free port.
+	Console string
 	// Env is added to every service's environment, then ServiceEnv to the
 	// named service's (later entries win).
 	Env        []string
@@ -90,7 +95,7 @@ type Cluster struct {
 	// that read the streams (the nodes admit only the users of the keys);
 	// empty in AllInOne mode, whose embedded server needs none.
 	NATSNKey string
-	// ConsoleURL is the console's, in AllInOne mode.
+	// ConsoleURL is the console's: AllInOne's own, or Config.Console's.
 	ConsoleURL string
 	// OpsURLs are the ops listeners by service, in AllInOne mode.
 	OpsURLs map[string]string
@@ -167,6 +172,14 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		"ORDERS_DATABASE_URL="+pooled(c.Databases["orders"]),
 		"NOTIFICATIONS_DATABASE_URL="+pooled(c.Databases["notifications"]),
 	)
+	if cfg.Console != "" {
+		if err := c.startConsole(ctx); err != nil {
+			return nil, err
+		}
+		// Metrics every 5 s, as in-process services send them, so that
+		// rates and breaker states are live.
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+c.ConsoleURL, "OTEL_METRIC_EXPORT_INTERVAL=5000")
+	}
 	env = append(env, cfg.Env...)
 	for _, s := range []string{"users", "orders", "notifications", "gateway"} {
 		for _, r := range plan[s] {
@@ -207,6 +220,15 @@ func (c *Cluster) startAllInOne(ctx context.Context, keys string) error {
 	p := &Process{Name: "blueprint", URL: "http://" + addrs["gateway"], OpsURL: "http://" + ops["gateway"]}
 	c.OpsURLs = ops
 	return c.start(ctx, p, []string{"run", "--data-dir", dataDir}, env, "blueprint ready")
+}
+
+// startConsole runs the console on its own, reading dead letters from the
+// cluster's NATS as its admin user.
+func (c *Cluster) startConsole(ctx context.Context) error {
+	c.ConsoleURL = "http://" + c.cfg.Console
+	p := &Process{Name: "console", URL: c.ConsoleURL}
+	env := append(os.Environ(), "CONSOLE_ADDR="+c.cfg.Console, "NATS_URL="+c.NATSURL, "NATS_NKEY="+c.NATSNKey, "LOG_FORMAT=json")
+	return c.start(ctx, p, []string{"run", "--target=console", "--data-dir", filepath.Join(c.cfg.Dir, "console")}, env, "blueprint ready")
 }
 
 // createDatabases makes each service's database on the PostgreSQL server.
