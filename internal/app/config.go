@@ -97,8 +97,10 @@ type Config struct {
 	// PProf serves Go profiles on every ops listener.
 	PProf bool
 
-	// The console (docs/console.md): where it listens, how many traces it
-	// keeps, and how many new traces a second each service sends it.
+	// The console (docs/console.md): whether `all` runs it, where it
+	// listens, how many traces it keeps, and how many new traces a second
+	// each service sends it.
+	ConsoleEnabled         bool
 	ConsoleAddr            string
 	ConsoleTraces          int
 	ConsoleTracesPerSecond float64
@@ -225,8 +227,10 @@ func (c *Config) registerFlags(f *flags) {
 
 	f.Bool(&c.Chaos, "chaos", "BLUEPRINT_CHAOS", false,
 		"serve /chaos on every ops listener to inject latency, errors and crashes (demos and fault tests only)")
+	f.Bool(&c.ConsoleEnabled, "console", "CONSOLE_ENABLED", true,
+		"run the console with --target=all; --target=console runs it whatever this says")
 	f.String(&c.ConsoleAddr, "console-addr", "CONSOLE_ADDR", "127.0.0.1:9400",
-		"listen address of the console: its web pages and its OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs); empty: no console with --target=all")
+		"listen address of the console: its web pages and its OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs)")
 	f.Int(&c.ConsoleTraces, "console-traces", "CONSOLE_TRACES", console.DefaultLimits.Traces,
 		"traces the console keeps in memory, with their log records; the oldest go first")
 	f.Float(&c.ConsoleTracesPerSecond, "console-traces-per-second", "CONSOLE_TRACES_PER_SECOND", 20,
@@ -399,7 +403,7 @@ func (c *Config) validateStorage() []error {
 		errs = append(errs, err)
 	}
 	c.targets, c.console = targets, withConsole
-	if c.ConsoleAddr == "" && !slices.Contains(splitList(c.Target), consoleTarget) {
+	if !c.ConsoleEnabled && !slices.Contains(splitList(c.Target), consoleTarget) {
 		c.console = false // all, with the console switched off
 	}
 	if c.DataDir == "" {
@@ -429,8 +433,8 @@ func oneLine(errs []error) error {
 }
 
 // parseTargets turns "all" or a comma list into services in start order,
-// and whether the console runs too: with all, unless CONSOLE_ADDR is
-// empty (Validate checks that); named, always.
+// and whether the console runs too: with all, unless CONSOLE_ENABLED is
+// false (validateStorage checks that); named, always.
 func parseTargets(target string) (targets []string, withConsole bool, err error) {
 	for _, t := range splitList(target) {
 		switch {

@@ -138,13 +138,18 @@ func (s *system) verifier(service string, callers []string) (*auth.ServiceVerifi
 	return auth.NewServiceVerifier(service, callers, s.keys.Bundle, time.Now)
 }
 
-// injector returns the module's fault injector, or nil when fault injection
-// is off. Its builder adds the routes and fault points rules may name.
+// injector returns the module's fault injector: with BLUEPRINT_CHAOS, served
+// on its ops listener too; without it, when the console runs in this
+// process, for the console's switches alone (on loopback, refusing other
+// sites' forms); else nil. Its builder adds the routes and fault points
+// rules may name.
 func (s *system) injector(ctx context.Context, m *module) (*chaos.Injector, error) {
-	if !s.cfg.Chaos {
+	switch {
+	case s.cfg.Chaos:
+		m.logger.WarnContext(ctx, "fault injection is on: never expose this ops listener", "ops", "http://"+dialable(m.ops.Addr())+"/chaos")
+	case s.console == nil:
 		return nil, nil
 	}
-	m.logger.WarnContext(ctx, "fault injection is on: never expose this ops listener", "ops", "http://"+dialable(m.ops.Addr())+"/chaos")
 	return chaos.New(m.logger, m.tel.Meter)
 }
 

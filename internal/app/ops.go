@@ -43,7 +43,13 @@ func (m *module) opsHandler(s *system) http.Handler {
 		}
 		_ = httpx.Encode(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	mux.Handle("/chaos", chaos.NewHandler(m.chaos))
+	// Without BLUEPRINT_CHAOS a module may still have an injector, for the
+	// console's switches; the ops listener does not serve it.
+	served := m.chaos
+	if !s.cfg.Chaos {
+		served = nil
+	}
+	mux.Handle("/chaos", chaos.NewHandler(served))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.tel.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	if s.cfg.PProf {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -111,8 +111,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-// system is the all-in-one process under test, with fault switches, a
-// breaker that stays open long enough to be seen, and a webhook receiver
+// system is the all-in-one process under test on its defaults (the
+// console's fault switches included), but a breaker that stays open long
+// enough to be seen, and a webhook receiver
 // the test can make refuse notifications.
 type system struct {
 	gateway, console string
@@ -130,7 +131,7 @@ func start(t *testing.T) *system {
 	}))
 	t.Cleanup(hook.Close)
 	c := harness.StartCluster(t, localcluster.Config{Binary: bin, Dir: t.TempDir(), AllInOne: true, Env: []string{
-		"BLUEPRINT_CHAOS=true", "UPSTREAM_BREAKER_DELAY=30s", "RATE_LIMITS_ENABLED=false",
+		"UPSTREAM_BREAKER_DELAY=30s", "RATE_LIMITS_ENABLED=false",
 		"NOTIFY_WEBHOOK_URL=" + hook.URL + "/hooks", "NOTIFY_WEBHOOK_SECRET=browser-test-webhook-secret-0123456789",
 	}})
 	s := &system{gateway: harness.Gateways(c)[0], console: c.ConsoleURL, refuse: refuse}
