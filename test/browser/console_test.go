@@ -94,15 +94,19 @@ func text(t *testing.T, ctx context.Context, selector string) string {
 	return s
 }
 
-// screenshot keeps a full-page screenshot as name.png in
-// BLUEPRINT_SCREENSHOTS, or in the test's temp dir.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+// screenshot keeps a screenshot as name.png in BLUEPRINT_SCREENSHOTS, or in
+// the test's temp dir: of the whole page when full, else of the window.
+func screenshot(t *testing.T, ctx context.Context, name string, full bool) {
 	t.Helper()
 	dir := os.Getenv("BLUEPRINT_SCREENSHOTS")
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	shot := chromedp.CaptureScreenshot()
+	if full {
+		shot = chromedp.FullScreenshot(100)
+	}
+	png, err := chromedp.Run(ctx, shot)
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -239,13 +243,13 @@ func TestConsole(t *testing.T) {
 		if !strings.Contains(logs, "notification delivered") || !strings.Contains(logs, orderID) {
 			t.Errorf("the trace's logs lack the delivery of %s:\n%s", orderID, logs)
 		}
+		screenshot(t, ctx, "console-trace", true)
 		// Expanding a span shows its attributes.
 		run(t, ctx, "open a span", 10*time.Second, chromedp.Click(chromedp.CSS(`li.svc-notifications summary`)))
 		attrs := text(t, ctx, `li.svc-notifications details[open] dl`)
 		if !strings.Contains(attrs, "orders.created") {
 			t.Errorf("the worker span's attributes lack the subject:\n%s", attrs)
 		}
-		screenshot(t, ctx, "console-trace")
 	})
 
 	t.Run("a dead letter replayed from the console", func(t *testing.T) {
@@ -258,7 +262,7 @@ func TestConsole(t *testing.T) {
 		if listed := text(t, ctx, "main"); !strings.Contains(listed, orderID) {
 			t.Fatalf("dead letters do not list order %s:\n%s", orderID, listed)
 		}
-		screenshot(t, ctx, "console-events")
+		screenshot(t, ctx, "console-events", false)
 		s.refuse.Store(false)
 		run(t, ctx, "replay it", 20*time.Second,
 			chromedp.Click(chromedp.CSS(`button[aria-label^="Replay dead letter"]`)),
@@ -285,7 +289,7 @@ func TestConsole(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`section[aria-labelledby="faults-users"] form.fault button`)),
 			chromedp.WaitVisible(chromedp.CSS(`section[aria-labelledby="faults-users"] ul.rules`)),
 		)
-		screenshot(t, ctx, "console-faults")
+		screenshot(t, ctx, "console-faults", false)
 		// Profile reads fail until the breaker opens, then are refused
 		// at once; the architecture page updates itself (console.js).
 		stop := make(chan struct{})
@@ -321,7 +325,7 @@ func TestConsole(t *testing.T) {
 		if failing != "gateway" {
 			t.Errorf("failing node = %q, want the gateway, answering 503", failing)
 		}
-		screenshot(t, ctx, "console-architecture")
+		screenshot(t, ctx, "console-architecture", false)
 		run(t, ctx, "list the failed traces", 20*time.Second,
 			chromedp.Navigate(s.console+"/traces?status=error&route=/users/me"),
 			chromedp.WaitVisible(chromedp.CSS(`tr.failed a`)),
@@ -329,7 +333,7 @@ func TestConsole(t *testing.T) {
 		if failed := text(t, ctx, "table.traces tbody"); !strings.Contains(failed, "GET /users/me") {
 			t.Errorf("failed traces:\n%s", failed)
 		}
-		screenshot(t, ctx, "console-traces")
+		screenshot(t, ctx, "console-traces", false)
 		run(t, ctx, "clear the fault", 10*time.Second,
 			chromedp.Navigate(s.console+"/faults"),
 			chromedp.Click(chromedp.CSS(`button[aria-label="Clear the fault on users *"]`)),
