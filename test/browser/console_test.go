@@ -252,6 +252,28 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("every control is named", func(t *testing.T) {
+		// What a screen reader or a keyboard user needs of each page: a
+		// language, a skip link to the content, a label for every field, a
+		// name for every button and link, a title for the picture.
+		const unnamed = `[...document.querySelectorAll('input:not([type=hidden]), select')]
+			.filter(e => !e.closest('label') && !e.getAttribute('aria-label')).length
+			+ [...document.querySelectorAll('button, a')]
+			.filter(e => !(e.textContent.trim() || e.getAttribute('aria-label'))).length
+			+ [...document.querySelectorAll('svg[role=img]')].filter(e => !e.querySelector('title')).length
+			+ (document.documentElement.lang ? 0 : 1) + (document.querySelector('a.skip[href="#main"]') ? 0 : 1)`
+		for _, path := range []string{"/", "/traces", "/events", "/faults"} {
+			run(t, ctx, "open "+path, 10*time.Second, chromedp.Navigate(s.console+path), chromedp.WaitVisible(chromedp.CSS("main")))
+			n, err := chromedp.Run(ctx, chromedp.Evaluate[int](unnamed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("%s: %d controls, links or pictures without a name, or no language or skip link", path, n)
+			}
+		}
+	})
+
 	t.Run("a dead letter replayed from the console", func(t *testing.T) {
 		s.refuse.Store(true)
 		orderID := s.placeOrder(t, "5bf92f3577b34da6a3ce929d0e0e4737")
