@@ -39,6 +39,10 @@ const ConsoleMetricInterval = 5 * time.Second
 // console: a trace shows about a second after its request.
 const consoleBatchTimeout = time.Second
 
+// consoleLogQueue is how many log records wait for the console at most;
+// past it, records are dropped (and counted by the SDK).
+const consoleLogQueue = 256
+
 // Option changes how New builds the providers.
 type Option func(*settings)
 
@@ -87,8 +91,12 @@ func (p *Providers) addConsole(ctx context.Context, c Console, res *resource.Res
 	if err != nil {
 		return err
 	}
+	// The queue holds a second of the sampled traces' records and the
+	// warnings: the default (2,048) preallocates about a megabyte per
+	// service for a flow that rarely tops a hundred a second.
 	p.consoleLogs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(
-		sdklog.NewBatchProcessor(abortableLogs{Exporter: logs, abort: abort}, sdklog.WithExportInterval(consoleBatchTimeout))))
+		sdklog.NewBatchProcessor(abortableLogs{Exporter: logs, abort: abort}, sdklog.WithExportInterval(consoleBatchTimeout),
+			sdklog.WithMaxQueueSize(consoleLogQueue), sdklog.WithExportMaxBatchSize(consoleLogQueue))))
 	p.shutdown = append(p.shutdown, p.consoleLogs.Shutdown)
 	return nil
 }
