@@ -159,6 +159,25 @@ func get(t *testing.T, url string) string {
 	return string(body)
 }
 
+// TestStaticFiles serves the page's stylesheet and script, and nothing
+// else from the embedded files.
+func TestStaticFiles(t *testing.T) {
+	srv := serve(t, console.NewStore(console.DefaultLimits), nil)
+	for file, want := range map[string]string{"console.css": "text/css", "console.js": "text/javascript", "nothing.js": ""} {
+		res, err := http.Get(srv.URL + "/static/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		switch ct := res.Header.Get("Content-Type"); {
+		case want == "" && res.StatusCode != http.StatusNotFound:
+			t.Errorf("%s: %d, want 404", file, res.StatusCode)
+		case want != "" && (res.StatusCode != http.StatusOK || !strings.HasPrefix(ct, want)):
+			t.Errorf("%s: %d %s, want 200 %s", file, res.StatusCode, ct, want)
+		}
+	}
+}
+
 // TestStoreIsBounded fills the store past each limit: the oldest traces go,
 // spans and logs past a trace's limit are counted, not kept.
 func TestStoreIsBounded(t *testing.T) {

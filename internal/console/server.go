@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,7 +57,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST /v1/traces", rc.traces)
 	mux.HandleFunc("POST /v1/metrics", rc.metrics)
 	mux.HandleFunc("POST /v1/logs", rc.logs)
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /static/{name}", serveStatic(static))
 	mux.HandleFunc("GET /{$}", c.architecture)
 	mux.HandleFunc("GET /traces", c.traceList)
 	mux.HandleFunc("GET /traces/{id}", c.trace)
@@ -65,6 +67,23 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST /faults", c.setFault)
 	mux.HandleFunc("POST /faults/clear", c.clearFault)
 	return http.NewCrossOriginProtection().Handler(mux), nil
+}
+
+// serveStatic serves the embedded stylesheet and script whole. Not
+// http.FileServer: two small files need no Range requests, whose parsing
+// is where FileServer's known CPU exhaustion lies (GO-2026-6609).
+func serveStatic(files fs.FS) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		data, err := fs.ReadFile(files, name)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(data)
+	}
 }
 
 type console struct {
