@@ -310,7 +310,6 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.2f ms", v)
 	},
-	"pct":   func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) + "%" },
 	"rate":  func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + "/s" },
 	"num":   func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) },
 	"clock": func(t time.Time) string { return t.Format("15:04:05.000") },
@@ -320,7 +319,6 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"attr": attr,
 	"join": strings.Join,
 	"percentOf": func(part float64) string {
 		return strconv.FormatFloat(part*100, 'f', -1, 64)
