@@ -131,6 +131,17 @@ func TestConsoleReceivesWhatServicesExport(t *testing.T) {
 	if list := get(t, srv.URL+"/traces?status=ok"); strings.Contains(list, "/traces/"+id) {
 		t.Errorf("succeeded traces list shows the failed %s", id)
 	}
+	for _, page := range []string{"/", "/events", "/faults"} {
+		get(t, srv.URL+page) // each renders whole (a template error is a 500)
+	}
+	res, err := http.Get(srv.URL + "/traces/" + strings.Repeat("0", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("a trace not kept: %d %s, want a 404 page", res.StatusCode, res.Header.Get("Content-Type"))
+	}
 }
 
 type propagationCarrier map[string]string

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"errors"
@@ -100,18 +101,25 @@ type page struct {
 	Error string
 }
 
-func (c *console) render(w http.ResponseWriter, r *http.Request, name string, p page) {
+// render writes the page whole, or a 500 when its template fails: never
+// half a page.
+func (c *console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	var buf bytes.Buffer
+	if err := c.pages.ExecuteTemplate(&buf, name, p); err != nil {
+		c.cfg.Logger.WarnContext(r.Context(), "console page failed", "page", name, "error", err.Error())
+		http.Error(w, "the page failed: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	// Everything is served from here: no inline script, no other origin.
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:")
-	if err := c.pages.ExecuteTemplate(w, name, p); err != nil {
-		c.cfg.Logger.WarnContext(r.Context(), "console page failed", "page", name, "error", err.Error())
-	}
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
 }
 
 func (c *console) architecture(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, "architecture.html", page{Title: "Architecture", Nav: "architecture", Data: c.cfg.Store.Architecture(c.cfg.Now())})
+	c.render(w, r, http.StatusOK, "architecture.html", page{Title: "Architecture", Nav: "architecture", Data: c.cfg.Store.Architecture(c.cfg.Now())})
 }
 
 func (c *console) traceList(w http.ResponseWriter, r *http.Request) {
@@ -136,7 +144,7 @@ func (c *console) traceList(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(services)
 	slices.Sort(routes)
-	c.render(w, r, "traces.html", page{Title: "Traces", Nav: "traces", Data: struct {
+	c.render(w, r, http.StatusOK, "traces.html", page{Title: "Traces", Nav: "traces", Data: struct {
 		Filter           Filter
 		Traces           []Summary
 		Kept             int
@@ -147,8 +155,7 @@ func (c *console) traceList(w http.ResponseWriter, r *http.Request) {
 func (c *console) trace(w http.ResponseWriter, r *http.Request) {
 	t, ok := c.cfg.Store.Trace(r.PathValue("id"))
 	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		c.render(w, r, "trace.html", page{Title: "Trace not found", Nav: "traces",
+		c.render(w, r, http.StatusNotFound, "trace.html", page{Title: "Trace not found", Nav: "traces",
 			Error: "No trace " + r.PathValue("id") + " is kept: it was never received, or older traces replaced it."})
 		return
 	}
@@ -161,7 +168,7 @@ func (c *console) trace(w http.ResponseWriter, r *http.Request) {
 	for _, l := range t.Logs {
 		logs = append(logs, logLine{LogRecord: l, At: l.Time.Sub(start)})
 	}
-	c.render(w, r, "trace.html", page{Title: "Trace " + t.ID, Nav: "traces", Data: struct {
+	c.render(w, r, http.StatusOK, "trace.html", page{Title: "Trace " + t.ID, Nav: "traces", Data: struct {
 		Trace    Trace
 		Rows     []Row
 		Logs     []logLine
@@ -212,7 +219,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		p.Error = "The dead letters could not be read: " + err.Error()
 	}
-	c.render(w, r, "events.html", p)
+	c.render(w, r, http.StatusOK, "events.html", p)
 }
 
 func (c *console) replay(w http.ResponseWriter, r *http.Request) {
@@ -248,7 +255,7 @@ func (c *console) faults(w http.ResponseWriter, r *http.Request) {
 		all = append(all, serviceFaults{Service: name, Routes: in.Routes(), Rules: in.Rules(r.Context())})
 	}
 	slices.SortFunc(all, func(a, b serviceFaults) int { return strings.Compare(a.Service, b.Service) })
-	c.render(w, r, "faults.html", page{Title: "Faults", Nav: "faults", Data: all, Error: r.URL.Query().Get("error")})
+	c.render(w, r, http.StatusOK, "faults.html", page{Title: "Faults", Nav: "faults", Data: all, Error: r.URL.Query().Get("error")})
 }
 
 func (c *console) injector(w http.ResponseWriter, r *http.Request) (*chaos.Injector, bool) {
