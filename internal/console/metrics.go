@@ -91,13 +91,17 @@ func (s *Store) addSamples(samples []sample) {
 // updated since the given time, ordered by service, replica and attributes.
 func (s *Store) Points(name string, since time.Time) []Point {
 	s.mu.Lock()
-	var out []Point
-	for _, sr := range s.metrics.series {
+	var keys []string
+	for k, sr := range s.metrics.series {
 		if sr.Name == name && !sr.At.Before(since) {
-			out = append(out, *sr)
+			keys = append(keys, k)
 		}
 	}
+	slices.Sort(keys)
+	out := make([]Point, len(keys))
+	for i, k := range keys {
+		out[i] = *s.metrics.series[k]
+	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b Point) int { return strings.Compare(seriesKey(a), seriesKey(b)) })
 	return out
 }

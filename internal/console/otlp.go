@@ -203,38 +203,43 @@ func severityName(n logspb.SeverityNumber) string {
 	return names[(n-1)/4]
 }
 
+// dataPoint is what every kind of OTLP data point has.
+type dataPoint interface {
+	GetAttributes() []*commonpb.KeyValue
+	GetStartTimeUnixNano() uint64
+	GetTimeUnixNano() uint64
+}
+
 func samplesOf(batches []*metricspb.ResourceMetrics) []sample {
 	var out []sample
 	for _, rm := range batches {
 		service, instance := origin(rm.GetResource())
 		for _, sm := range rm.GetScopeMetrics() {
 			for _, m := range sm.GetMetrics() {
-				add := func(dpAttrs []*commonpb.KeyValue, start, at uint64, value, sum float64, delta bool) {
+				add := func(dp dataPoint, value, sum float64, temporality metricspb.AggregationTemporality) {
 					out = append(out, sample{
-						Point: Point{Service: service, Instance: instance, Name: m.GetName(), Attrs: attrs(dpAttrs),
-							Value: value, Sum: sum, At: unixNano(at)},
-						Start: unixNano(start), Delta: delta,
+						Point: Point{Service: service, Instance: instance, Name: m.GetName(), Attrs: attrs(dp.GetAttributes()),
+							Value: value, Sum: sum, At: unixNano(dp.GetTimeUnixNano())},
+						Start: unixNano(dp.GetStartTimeUnixNano()),
+						Delta: temporality == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA,
 					})
 				}
 				switch d := m.GetData().(type) {
 				case *metricspb.Metric_Gauge:
 					for _, dp := range d.Gauge.GetDataPoints() {
-						add(dp.GetAttributes(), dp.GetStartTimeUnixNano(), dp.GetTimeUnixNano(), number(dp), 0, false)
+						add(dp, number(dp), 0, metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_UNSPECIFIED)
 					}
 				case *metricspb.Metric_Sum:
-					delta := d.Sum.GetAggregationTemporality() == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA
 					for _, dp := range d.Sum.GetDataPoints() {
-						add(dp.GetAttributes(), dp.GetStartTimeUnixNano(), dp.GetTimeUnixNano(), number(dp), 0, delta)
+						add(dp, number(dp), 0, d.Sum.GetAggregationTemporality())
 					}
 				case *metricspb.Metric_Histogram:
-					delta := d.Histogram.GetAggregationTemporality() == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA
 					for _, dp := range d.Histogram.GetDataPoints() {
-						add(dp.GetAttributes(), dp.GetStartTimeUnixNano(), dp.GetTimeUnixNano(), float64(dp.GetCount()), dp.GetSum(), delta)
+						add(dp, float64(dp.GetCount()), dp.GetSum(), d.Histogram.GetAggregationTemporality())
 					}
 				case *metricspb.Metric_ExponentialHistogram:
-					delta := d.ExponentialHistogram.GetAggregationTemporality() == metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA
 					for _, dp := range d.ExponentialHistogram.GetDataPoints() {
-						add(dp.GetAttributes(), dp.GetStartTimeUnixNano(), dp.GetTimeUnixNano(), float64(dp.GetCount()), dp.GetSum(), delta)
+						add(dp, float64(dp.GetCount()), dp.GetSum(), d.ExponentialHistogram.GetAggregationTemporality())
 					}
 				}
 			}
