@@ -99,7 +99,13 @@ type Store struct {
 	logs     []LogRecord
 	logsNext int
 	metrics  metricStore
+	// strs shares the strings spans and log records repeat.
+	strs *interner
 }
+
+// internedStrings bounds the interner: enough for the names, keys and
+// values of every route's spans, small next to the traces that share them.
+const internedStrings = 4096
 
 // NewStore returns an empty store that keeps what limits allow.
 func NewStore(limits Limits) *Store {
@@ -108,6 +114,7 @@ func NewStore(limits Limits) *Store {
 		traces:  make(map[string]*Trace, limits.Traces),
 		ring:    make([]string, limits.Traces),
 		metrics: metricStore{max: limits.Series, series: map[string]*Point{}},
+		strs:    newInterner(internedStrings),
 	}
 }
 
@@ -137,6 +144,8 @@ func (s *Store) AddSpans(spans []Span) {
 			t.DroppedSpans++
 			continue
 		}
+		sp.TraceID = t.ID // one copy of the id per trace, not per span
+		s.strs.span(&sp)
 		t.Spans = append(t.Spans, sp)
 	}
 }
@@ -147,6 +156,7 @@ func (s *Store) AddLogs(records []LogRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range records {
+		s.strs.log(&r)
 		if r.TraceID == "" {
 			if len(s.logs) < s.limits.Logs {
 				s.logs = append(s.logs, r)
@@ -161,6 +171,7 @@ func (s *Store) AddLogs(records []LogRecord) {
 			t.DroppedLogs++
 			continue
 		}
+		r.TraceID = t.ID
 		t.Logs = append(t.Logs, r)
 	}
 }
