@@ -80,10 +80,10 @@ func counts(statuses map[string]int) string {
 func (s *Soak) writeText(w io.Writer) {
 	fmt.Fprintln(w, "\nsoak: the process behind the ops listener, the data directory and the log")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "s\trequests\tRSS MB\theap MB\tgoroutines\topen files\tdata MB\tlog MB\t")
+	fmt.Fprintln(tw, "s\trequests\tRSS MB\theap MB\theap goal MB\tgoroutines\topen files\tdata MB\tlog MB\t")
 	for _, x := range s.Samples {
-		fmt.Fprintf(tw, "%.0f\t%d\t%.1f\t%.1f\t%d\t%d\t%.1f\t%.1f\t\n", x.At, x.Requests,
-			mb(x.RSS), mb(x.Heap), x.Goroutines, x.OpenFiles, mb(x.Data), mb(x.Log))
+		fmt.Fprintf(tw, "%.0f\t%d\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%.1f\t\n", x.At, x.Requests,
+			mb(x.RSS), mb(x.Heap), mb(x.HeapGoal), x.Goroutines, x.OpenFiles, mb(x.Data), mb(x.Log))
 	}
 	_ = tw.Flush()
 	if n := len(s.Samples); n > 1 {

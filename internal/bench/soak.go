@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,14 +40,18 @@ type SoakOptions struct {
 // Sample is what a soak saw at one moment.
 type Sample struct {
 	// At is the time since the measured window began, in seconds.
-	At         float64 `json:"atSeconds"`
-	Requests   uint64  `json:"requests"`
-	RSS        int64   `json:"rssBytes"`
-	OpenFiles  int64   `json:"openFiles"`
-	Heap       int64   `json:"heapInuseBytes"`
-	Goroutines int64   `json:"goroutines"`
-	Data       int64   `json:"dataBytes"`
-	Log        int64   `json:"logBytes"`
+	At        float64 `json:"atSeconds"`
+	Requests  uint64  `json:"requests"`
+	RSS       int64   `json:"rssBytes"`
+	OpenFiles int64   `json:"openFiles"`
+	Heap      int64   `json:"heapInuseBytes"`
+	// HeapGoal is the size at which the next collection starts: the live
+	// heap of the last one times (1 + GOGC/100). It moves with what the
+	// heap keeps, not with the garbage made since the last collection.
+	HeapGoal   int64 `json:"heapGoalBytes"`
+	Goroutines int64 `json:"goroutines"`
+	Data       int64 `json:"dataBytes"`
+	Log        int64 `json:"logBytes"`
 }
 
 // Soak is a soak's samples and its verdict.
@@ -123,7 +128,7 @@ func (s *soaker) sample(ctx context.Context) {
 
 // readMetrics fills x from the ops listener's /metrics: the process
 // collector's resident memory and open files, the Go collector's heap in
-// use and goroutines. A sample it cannot read keeps zeros.
+// use and goal, and goroutines. A sample it cannot read keeps zeros.
 func (s *soaker) readMetrics(ctx context.Context, x *Sample) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.opts.OpsURL, "/")+"/metrics", nil)
 	if err != nil {
@@ -148,6 +153,8 @@ func (s *soaker) readMetrics(ctx context.Context, x *Sample) {
 			x.OpenFiles = parseMetric(value)
 		case "go_memstats_heap_inuse_bytes":
 			x.Heap = parseMetric(value)
+		case "go_memstats_next_gc_bytes":
+			x.HeapGoal = parseMetric(value)
 		case "go_goroutines":
 			x.Goroutines = parseMetric(value)
 		}
@@ -185,8 +192,11 @@ var growthSlack = struct {
 }{share: 0.05, rss: 4 << 20, heap: 4 << 20, goroutines: 20, files: 5}
 
 // growing names what still grew after the first third of the samples: the
-// peak of the last third above the middle third's by more than the slack.
-// The first third is the system filling its caches and pools.
+// median of the last third above the middle third's by more than the slack.
+// The first third is the system filling its caches and pools. Medians, not
+// peaks: one sample caught in a burst of requests does not make a leak, and
+// a leak moves every sample after it. The heap is judged by its goal; heap
+// in use swings between collections.
 func growing(samples []Sample) []string {
 	if len(samples) < 6 {
 		return nil
@@ -200,11 +210,11 @@ func growing(samples []Sample) []string {
 		slack int64
 	}{
 		{"resident memory", func(s Sample) int64 { return s.RSS }, growthSlack.rss},
-		{"Go heap", func(s Sample) int64 { return s.Heap }, growthSlack.heap},
+		{"Go heap", func(s Sample) int64 { return s.HeapGoal }, growthSlack.heap},
 		{"goroutines", func(s Sample) int64 { return s.Goroutines }, growthSlack.goroutines},
 		{"open files", func(s Sample) int64 { return s.OpenFiles }, growthSlack.files},
 	} {
-		before, after := peak(middle, c.of), peak(last, c.of)
+		before, after := median(middle, c.of), median(last, c.of)
 		if after > before+c.slack && float64(after) > float64(before)*(1+growthSlack.share) {
 			out = append(out, c.name)
 		}
@@ -212,10 +222,11 @@ func growing(samples []Sample) []string {
 	return out
 }
 
-func peak(samples []Sample, of func(Sample) int64) int64 {
-	var m int64
-	for _, s := range samples {
-		m = max(m, of(s))
+func median(samples []Sample, of func(Sample) int64) int64 {
+	values := make([]int64, len(samples))
+	for i, s := range samples {
+		values[i] = of(s)
 	}
-	return m
+	slices.Sort(values)
+	return values[len(values)/2]
 }

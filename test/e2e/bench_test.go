@@ -92,7 +92,7 @@ func TestBench(t *testing.T) {
 		t.Fatalf("soak samples = %+v, want at least 6, the last after some requests", samples)
 	}
 	for _, x := range samples {
-		if x.RSS <= 0 || x.Heap <= 0 || x.Goroutines <= 0 || x.OpenFiles <= 0 || x.Data <= 0 {
+		if x.RSS <= 0 || x.Heap <= 0 || x.HeapGoal <= 0 || x.Goroutines <= 0 || x.OpenFiles <= 0 || x.Data <= 0 {
 			t.Errorf("soak sample %+v: want resident memory, heap, goroutines, open files and data all measured", x)
 		}
 	}
