@@ -156,8 +156,8 @@ func (s *Store) AddLogs(records []LogRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range records {
-		s.strs.log(&r)
 		if r.TraceID == "" {
+			s.strs.log(&r)
 			if len(s.logs) < s.limits.Logs {
 				s.logs = append(s.logs, r)
 			} else if s.limits.Logs > 0 {
@@ -171,6 +171,7 @@ func (s *Store) AddLogs(records []LogRecord) {
 			t.DroppedLogs++
 			continue
 		}
+		s.strs.log(&r)
 		r.TraceID = t.ID
 		t.Logs = append(t.Logs, r)
 	}
